@@ -1,0 +1,54 @@
+"""Per-action linear state shared by LinUCB and linear Thompson sampling."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from bandits import linalg
+from bandits.base import Policy
+
+
+class LinearState(tf.Module):
+    """Learned state of K independent ridge regressions over d-dimensional contexts.
+
+    gram [K, d, d] float64 and reward_sums [K, d] float64 are the exact sufficient
+    statistics (A_k and b_k); counts [K] float64 the (weighted) examples per action;
+    theta [K, d] and gram_inverse [K, d, d] are their float32 solution, used for serving.
+    """
+
+    def __init__(self, context_dim: int, num_actions: int, ridge: float) -> None:
+        super().__init__(name="linear_state")
+        eye = tf.eye(context_dim, batch_shape=[num_actions], dtype=tf.float64)
+        self.gram = tf.Variable(ridge * eye, name="gram")
+        self.reward_sums = tf.Variable(tf.zeros([num_actions, context_dim], tf.float64), name="reward_sums")
+        self.counts = tf.Variable(tf.zeros([num_actions], tf.float64), name="counts")
+        self.theta = tf.Variable(tf.zeros([num_actions, context_dim], tf.float32), name="theta")
+        self.gram_inverse = tf.Variable(tf.cast(eye / ridge, tf.float32), name="gram_inverse")
+        self.train_step = tf.Variable(0, dtype=tf.int64, name="train_step")
+
+
+class LinearPolicy(Policy):
+    """Shared update of the linear algorithms: exact sufficient statistics, then a fresh solve."""
+
+    def __init__(self, context_dim: int, num_actions: int, config) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(context_dim, num_actions, config)
+        self.state = LinearState(context_dim, num_actions, config.ridge)
+
+    def update(
+        self, contexts: tf.Tensor, actions: tf.Tensor, rewards: tf.Tensor, weights: tf.Tensor
+    ) -> None:
+        s = self.state
+        gram, reward_sums, counts = linalg.accumulate(
+            s.gram, s.reward_sums, s.counts, contexts, actions, rewards, weights
+        )
+        theta, gram_inverse = linalg.ridge_solution(gram, reward_sums)
+        s.gram.assign(gram)
+        s.reward_sums.assign(reward_sums)
+        s.counts.assign(counts)
+        s.theta.assign(tf.cast(theta, tf.float32))
+        s.gram_inverse.assign(tf.cast(gram_inverse, tf.float32))
+        s.train_step.assign_add(1)
+
+    def mean_and_width(self, context: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """[batch, K] posterior mean and confidence width for context [batch, d]."""
+        return linalg.mean_and_width(context, self.state.theta, self.state.gram_inverse)

@@ -1,0 +1,51 @@
+"""LinUCB with disjoint linear models (Li, Chu, Langford, Schapire, WWW 2010, Algorithm 1)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from bandits import linalg, rng
+from bandits.base import Decision, InvalidHyperparameter
+from bandits.linear import LinearPolicy
+
+
+@dataclasses.dataclass(frozen=True)
+class LinUCBConfig:
+    alpha: float = 1.0
+    """Confidence multiplier: score_k = x.theta_k + alpha * sqrt(x^T A_k^-1 x)."""
+    ridge: float = 1.0
+    """Ridge regularisation lambda: A_k starts as lambda * I."""
+    epsilon: float = 0.05
+    """Exploration share of the collect policy, spread uniformly over the allowed actions."""
+
+    def validate(self) -> None:
+        if not self.alpha >= 0:
+            raise InvalidHyperparameter("alpha", "must be >= 0")
+        if not self.ridge > 0:
+            raise InvalidHyperparameter("ridge", "must be > 0")
+        if not 0 < self.epsilon <= 1:
+            raise InvalidHyperparameter("epsilon", "must be in (0, 1]")
+
+
+class LinUCB(LinearPolicy):
+    algorithm = "linucb"
+    Config = LinUCBConfig
+
+    def ucb_scores(self, context: tf.Tensor) -> tf.Tensor:
+        """[batch, K] upper confidence bounds for context [batch, d]."""
+        mean, width = self.mean_and_width(context)
+        return mean + self.config.alpha * width
+
+    def greedy(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> Decision:
+        scores = self.ucb_scores(context)
+        action = linalg.masked_argmax(scores, mask)
+        return {"action": action, "propensity": tf.ones_like(scores[:, 0]), "scores": scores}
+
+    def collect(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> Decision:
+        scores = self.ucb_scores(context)
+        probabilities = linalg.epsilon_greedy_probabilities(scores, mask, self.config.epsilon)
+        action = linalg.sample_categorical(probabilities, rng.uniform(seed, 1)[:, 0])
+        propensity = tf.gather(probabilities, action, batch_dims=1)
+        return {"action": action, "propensity": propensity, "scores": scores}

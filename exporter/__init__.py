@@ -1,0 +1,1 @@
+"""Turns algorithm objects into served artifacts (SavedModels, checkpoints, manifests)."""

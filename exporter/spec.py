@@ -1,0 +1,68 @@
+"""What defines a policy: its algorithm, input specs, hyperparameters and reward rules.
+
+One frozen record, written into every export's manifest and into Redis, read by the
+service (to validate requests) and by the trainer (to join rewards).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Literal
+
+import bandits
+
+NAME_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
+Aggregation = Literal["earliest", "sum"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardConfig:
+    wait_seconds: float = 600.0
+    """How long after a decision its reward may arrive; later rewards are kept but marked late."""
+    default: float = 0.0
+    """Reward assumed for a decision whose window closes without one."""
+    aggregation: Aggregation = "earliest"
+    """How repeated rewards for one decision combine: the first one, or their sum."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicySpec:
+    name: str
+    algorithm: str
+    context_dim: int
+    num_actions: int
+    hyperparameters: dict[str, Any]
+    """Every hyperparameter of the algorithm's config, defaults filled in."""
+    reward: RewardConfig = dataclasses.field(default_factory=RewardConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PolicySpec:
+        fields = dict(data)
+        fields["reward"] = RewardConfig(**fields.get("reward", {}))
+        return cls(**fields)
+
+    def build_policy(self) -> bandits.Policy:
+        """A fresh, untrained policy object for this spec."""
+        return bandits.build(self.algorithm, self.context_dim, self.num_actions, self.hyperparameters)
+
+
+def resolve(
+    name: str,
+    algorithm: str,
+    context_dim: int,
+    num_actions: int,
+    hyperparameters: dict[str, Any],
+    reward: RewardConfig,
+) -> PolicySpec:
+    """Validates a policy definition and fills in the algorithm's defaults.
+
+    Raises KeyError for an unknown algorithm and bandits.InvalidHyperparameter for a bad
+    hyperparameter.
+    """
+    policy_type = bandits.ALGORITHMS[algorithm]
+    config = bandits.config_from_dict(policy_type.Config, hyperparameters)
+    return PolicySpec(name, algorithm, context_dim, num_actions, dataclasses.asdict(config), reward)

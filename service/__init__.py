@@ -1,0 +1,1 @@
+"""The HTTP service: FastAPI app, policy registry, micro-batcher, event-log writer."""

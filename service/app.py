@@ -1,0 +1,66 @@
+"""The app factory. The lifespan opens Redis and the policy registry and closes them."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from exporter.spec import PolicySpec, resolve, RewardConfig
+from service import errors
+from service.decisions import Decider
+from service.metrics import Metrics
+from service.middleware import BodyLimit, RequestMetrics
+from service.redislog import RedisLog
+from service.registry import PolicyRegistry
+from service.routes import act, health, policies, rewards
+from service.settings import Settings
+from service.version import __version__
+
+logger = logging.getLogger(__name__)
+
+DEMO_POLICY: PolicySpec = resolve("demo", "linucb", 16, 10, {}, RewardConfig())
+"""Created at start-up when BANDIT_DEMO_POLICY is true and no policy "demo" exists."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    if settings.redis_url is None:
+        raise ValueError("REDIS_URL is not set (banditd up starts an embedded Redis and sets it)")
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log = RedisLog.from_url(settings.redis_url, settings.event_ttl_margin_seconds)  # type: ignore[arg-type]
+        registry = PolicyRegistry(settings.store, log)
+        decider = Decider(registry, log, metrics, settings.batch_max_size, settings.batch_max_wait_ms / 1000)
+        app.state.log, app.state.registry, app.state.decider = log, registry, decider
+        try:
+            await registry.start()
+            if settings.demo_policy and DEMO_POLICY.name not in registry.loaded():
+                await registry.create(DEMO_POLICY)
+            for name in registry.loaded():
+                metrics.set_live(name, (await registry.get(name)).version)
+            logger.info("serving %d policies from %s", len(registry.loaded()), settings.store)
+            yield
+        finally:
+            await decider.close()
+            await log.close()
+
+    app = FastAPI(
+        title="banditd",
+        version=__version__,
+        description="Contextual-bandit decisions served from exported TensorFlow SavedModels.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.api_keys = settings.api_key_set()
+    app.state.metrics = metrics
+    errors.install(app)
+    for router in (act.router, rewards.router, policies.router, health.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    return app

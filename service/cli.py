@@ -1,0 +1,84 @@
+"""The `banditd` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from service.version import __version__
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+def _settings(args: argparse.Namespace, **overrides: object):  # type: ignore[no-untyped-def]
+    from service.settings import Settings  # noqa: PLC0415 - keep `banditd version` light
+
+    given = {k: v for k, v in (("host", args.host), ("port", args.port), ("data_dir", args.data_dir)) if v is not None}
+    return Settings(**given, **overrides)  # type: ignore[arg-type]
+
+
+def _serve(settings) -> None:  # type: ignore[no-untyped-def]
+    import uvicorn  # noqa: PLC0415
+
+    from service.app import create_app  # noqa: PLC0415
+
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The API alone; needs REDIS_URL."""
+    settings = _settings(args)
+    if settings.redis_url is None:
+        print("banditd serve: REDIS_URL is not set (use `banditd up` for an embedded Redis)", file=sys.stderr)
+        return 2
+    _serve(settings)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """The main job: embedded Redis unless REDIS_URL is set, then the API."""
+    from service.embedded_redis import EmbeddedRedis  # noqa: PLC0415
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.redis_url is not None:
+        _serve(settings)
+        return 0
+    with EmbeddedRedis(settings.data_dir / "redis") as embedded:
+        _serve(_settings(args, redis_url=embedded.url))
+    return 0
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"banditd {__version__}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_tensorflow()
+    parser = argparse.ArgumentParser(prog="banditd", description="Contextual-bandit decision service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func, text in (
+        ("up", cmd_up, "run the service (API, and an embedded Redis unless REDIS_URL is set)"),
+        ("serve", cmd_serve, "run the API alone against REDIS_URL"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--host", help="listen address (env BANDIT_HOST, default 127.0.0.1)")
+        p.add_argument("--port", type=int, help="listen port (env BANDIT_PORT, default 8000)")
+        p.add_argument("--data-dir", help="data folder (env BANDIT_DATA_DIR, default ./data)")
+        p.set_defaults(func=func)
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(func=cmd_version)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

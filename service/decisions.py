@@ -1,0 +1,178 @@
+"""Turns /act requests into logged decisions: validate, batch, call the SavedModel, log, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import orjson
+
+from service.batcher import MicroBatcher
+from service.errors import Conflict, InvalidInput, ServiceError
+from service.metrics import Metrics
+from service.redislog import RedisLog
+from service.registry import PolicyRegistry, ServedPolicy
+from service.schemas import ActRequest
+from training.eventlog import DecisionRecord
+
+logger = logging.getLogger(__name__)
+
+_SEED_MASK = (1 << 63) - 1
+
+
+def seed_for(event_id: str) -> int:
+    """The RNG seed of a decision: a stable hash of its event id, so a retry decides alike."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big") & _SEED_MASK
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One validated /act request waiting in a batch."""
+
+    event_id: str
+    context: np.ndarray  # [d] float32
+    mask: np.ndarray | None  # [K] bool
+    greedy: bool
+    unit_id: str | None
+
+
+def validate_inputs(spec_context_dim: int, spec_num_actions: int, request: ActRequest) -> tuple[np.ndarray, np.ndarray | None]:
+    """Checks the request against the policy's specs; returns context [d] float32 and mask [K] bool."""
+    if len(request.context) != spec_context_dim:
+        raise InvalidInput(
+            f"context: expected {spec_context_dim} values for policy {request.policy!r}, got {len(request.context)}",
+            "context",
+        )
+    context = np.asarray(request.context, dtype=np.float32)
+    mask = None
+    if request.mask is not None:
+        if len(request.mask) != spec_num_actions:
+            raise InvalidInput(
+                f"mask: expected {spec_num_actions} values for policy {request.policy!r}, got {len(request.mask)}",
+                "mask",
+            )
+        mask = np.asarray(request.mask, dtype=bool)
+        if not mask.any():
+            raise InvalidInput("mask: allows no action; at least one value must be true", "mask")
+    return context, mask
+
+
+class Decider:
+    def __init__(
+        self,
+        registry: PolicyRegistry,
+        log: RedisLog,
+        metrics: Metrics,
+        batch_max_size: int,
+        batch_max_wait_seconds: float,
+    ) -> None:
+        self.registry = registry
+        self.log = log
+        self.metrics = metrics
+        self._max_size = batch_max_size
+        self._max_wait = batch_max_wait_seconds
+        self._batchers: dict[str, MicroBatcher[Row, bytes | ServiceError]] = {}
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="savedmodel")
+
+    async def close(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.close()
+        self._executor.shutdown(wait=False)
+
+    async def act(self, request: ActRequest) -> bytes:
+        """The JSON body of the /act response, returned once its decision is in Redis."""
+        served = await self.registry.get(request.policy)
+        context, mask = validate_inputs(served.spec.context_dim, served.spec.num_actions, request)
+        if request.event_id is not None:
+            earlier = await self.log.find_decision(request.event_id)
+            if earlier is not None:
+                return self._repeat(request, *earlier)
+        row = Row(request.event_id or uuid.uuid4().hex, context, mask, request.greedy, request.unit_id)
+        batcher = self._batchers.get(request.policy)
+        if batcher is None:
+            batcher = MicroBatcher(self._batch_processor(request.policy), self._max_size, self._max_wait)
+            self._batchers[request.policy] = batcher
+        result = await batcher.submit(row)
+        if isinstance(result, ServiceError):
+            raise result
+        return result
+
+    @staticmethod
+    def _repeat(request: ActRequest, policy: str, response: bytes) -> bytes:
+        if policy != request.policy:
+            raise Conflict(f"event_id: already used by a decision of policy {policy!r}", "event_id")
+        return response
+
+    def _batch_processor(self, policy: str):  # type: ignore[no-untyped-def]
+        async def process(rows: list[Row]) -> list[bytes | ServiceError]:
+            return await self._decide(await self.registry.get(policy), rows)
+
+        return process
+
+    async def _decide(self, served: ServedPolicy, rows: list[Row]) -> list[bytes | ServiceError]:
+        spec = served.spec
+        name = spec.name
+        self.metrics.batch_size.labels(name).observe(len(rows))
+        now_ms = int(time.time() * 1000)
+        loop = asyncio.get_running_loop()
+        decided: list[dict[str, np.ndarray] | None] = [None] * len(rows)
+        for greedy in (False, True):
+            index = [i for i, row in enumerate(rows) if row.greedy is greedy]
+            if not index:
+                continue
+            context = np.stack([rows[i].context for i in index])
+            mask = np.stack(
+                [rows[i].mask if rows[i].mask is not None else np.ones(spec.num_actions, bool) for i in index]
+            )
+            seed = np.array([seed_for(rows[i].event_id) for i in index], dtype=np.int64)
+            out = await loop.run_in_executor(self._executor, served.model.decide, greedy, context, mask, seed)
+            variant = "greedy" if greedy else "collect"
+            self.metrics.model_calls.labels(name, variant).inc()
+            for j, i in enumerate(index):
+                decided[i] = {key: value[j] for key, value in out.items()}
+
+        records, responses = [], []
+        for row, out in zip(rows, decided, strict=True):
+            assert out is not None
+            response = {
+                "event_id": row.event_id,
+                "action": int(out["action"]),
+                "propensity": out["propensity"],
+                "policy": name,
+                "version": served.version,
+                "scores": out["scores"],
+            }
+            responses.append(orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY))
+            records.append(
+                DecisionRecord(
+                    event_id=row.event_id,
+                    ts_ms=now_ms,
+                    policy=name,
+                    version=served.version,
+                    context=row.context.tolist(),
+                    mask=None if row.mask is None else row.mask.tolist(),
+                    action=int(out["action"]),
+                    propensity=float(out["propensity"]),
+                    scores=out["scores"].tolist(),
+                    greedy=row.greedy,
+                    unit_id=row.unit_id,
+                    seed=seed_for(row.event_id),
+                )
+            )
+        earlier = await self.log.record_decisions(records, responses, spec.reward.wait_seconds)
+        results: list[bytes | ServiceError] = []
+        for row, response, prior in zip(rows, responses, earlier, strict=True):
+            if prior is None:
+                self.metrics.decisions.labels(name, "greedy" if row.greedy else "collect").inc()
+                results.append(response)
+            elif prior[0] != name:
+                results.append(Conflict(f"event_id: already used by a decision of policy {prior[0]!r}", "event_id"))
+            else:
+                results.append(prior[1])  # a concurrent repeat of the same event id won the race
+        return results

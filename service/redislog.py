@@ -1,0 +1,153 @@
+"""The service's only door to Redis: policy specs, live pointers, decisions, rewards, stats.
+
+Key names and record formats come from training.eventlog; Redis errors become
+``Unavailable`` (503, retryable) here.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from exporter.spec import PolicySpec
+from service.errors import Unavailable
+from training import eventlog
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _storage_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except RedisError as error:
+            logger.warning("redis error in %s: %s", method.__name__, error)
+            raise Unavailable(f"event log unavailable: {error.__class__.__name__}") from error
+
+    return wrapper
+
+
+def _flatten(fields: dict[str, str]) -> list[str]:
+    return [item for pair in fields.items() for item in pair]
+
+
+class RedisLog:
+    def __init__(self, client: aioredis.Redis, event_ttl_margin_seconds: float) -> None:
+        self.client = client
+        self._margin_ms = int(event_ttl_margin_seconds * 1000)
+        self._record_decision = client.register_script(eventlog.RECORD_DECISION_LUA)
+        self._record_reward = client.register_script(eventlog.RECORD_REWARD_LUA)
+
+    @classmethod
+    def from_url(cls, url: str, event_ttl_margin_seconds: float) -> RedisLog:
+        client = aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+        return cls(client, event_ttl_margin_seconds)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    @_storage_errors
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())
+
+    # -- policies ---------------------------------------------------------------------
+
+    @_storage_errors
+    async def add_policy(self, spec: PolicySpec, live_version: str) -> bool:
+        """Stores a new policy; False if the name is taken."""
+        added = await self.client.hsetnx(eventlog.POLICIES, spec.name, orjson.dumps(spec.to_dict()))
+        if added:
+            await self.client.hset(eventlog.LIVE, spec.name, live_version)
+        return bool(added)
+
+    @_storage_errors
+    async def policy(self, name: str) -> tuple[PolicySpec, str] | None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hget(eventlog.POLICIES, name)
+            pipe.hget(eventlog.LIVE, name)
+            raw_spec, live = await pipe.execute()
+        if raw_spec is None:
+            return None
+        return PolicySpec.from_dict(orjson.loads(raw_spec)), (live or b"1.0").decode()
+
+    @_storage_errors
+    async def policy_names(self) -> list[str]:
+        return sorted(name.decode() for name in await self.client.hkeys(eventlog.POLICIES))
+
+    @_storage_errors
+    async def stats(self, name: str) -> dict[str, int]:
+        raw = await self.client.hgetall(eventlog.stats_key(name))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    # -- decisions and rewards --------------------------------------------------------
+
+    @_storage_errors
+    async def record_decisions(
+        self, records: list[eventlog.DecisionRecord], responses: list[bytes], wait_seconds: float
+    ) -> list[tuple[str, bytes] | None]:
+        """Writes a batch of decisions in one pipeline.
+
+        Returns, per row, None when it was recorded, or (policy, response) of an earlier
+        decision that already holds its event id (nothing is written for that row).
+        """
+        ttl_ms = int(wait_seconds * 1000) + self._margin_ms
+        async with self.client.pipeline(transaction=False) as pipe:
+            for record, response in zip(records, responses, strict=True):
+                keys = [
+                    eventlog.event_key(record.event_id),
+                    eventlog.decisions_key(record.policy),
+                    eventlog.stats_key(record.policy),
+                ]
+                args = [record.policy, record.ts_ms, ttl_ms, response, *_flatten(record.to_fields())]
+                await self._record_decision(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute()
+        return [None if reply[0] == 1 else (reply[1].decode(), reply[2]) for reply in replies]
+
+    @_storage_errors
+    async def find_decision(self, event_id: str) -> tuple[str, bytes] | None:
+        """(policy, response JSON) of a known event id, else None."""
+        policy, response = await self.client.hmget(
+            eventlog.event_key(event_id), [eventlog.EVENT_POLICY, eventlog.EVENT_RESPONSE]
+        )
+        return None if response is None else (policy.decode(), response)
+
+    @_storage_errors
+    async def decision_time(self, event_id: str) -> tuple[str, int] | None:
+        """(policy, decision time in ms) of a known event id, else None."""
+        policy, ts_ms = await self.client.hmget(
+            eventlog.event_key(event_id), [eventlog.EVENT_POLICY, eventlog.EVENT_TS_MS]
+        )
+        return None if policy is None else (policy.decode(), int(ts_ms))
+
+    @_storage_errors
+    async def record_reward(self, policy: str, record: eventlog.RewardRecord, aggregation: str) -> int:
+        """Appends a reward; returns its sequence number for the event, or -1 if the event expired."""
+        keys = [eventlog.event_key(record.event_id), eventlog.rewards_key(policy), eventlog.stats_key(policy)]
+        args = ["1" if record.late else "0", aggregation, *_flatten(record.to_fields())]  # sequence last
+        return int(await self._record_reward(keys=keys, args=args))
+
+    # -- reading back (tests, tools) --------------------------------------------------
+
+    @_storage_errors
+    async def read_decisions(self, policy: str) -> list[eventlog.DecisionRecord]:
+        entries = await self.client.xrange(eventlog.decisions_key(policy))
+        return [eventlog.DecisionRecord.from_fields(fields) for _, fields in entries]
+
+    @_storage_errors
+    async def read_rewards(self, policy: str) -> list[eventlog.RewardRecord]:
+        entries = await self.client.xrange(eventlog.rewards_key(policy))
+        return [eventlog.RewardRecord.from_fields(fields) for _, fields in entries]
+
+
+def decode(response: bytes) -> dict[str, Any]:
+    return orjson.loads(response)

@@ -1,0 +1,38 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from service.errors import ServiceError
+from service.schemas import Health
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """The process is alive."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+async def readyz(request: Request) -> Response:
+    """Redis answers and every policy is loaded."""
+    try:
+        await request.app.state.log.ping()
+        names = await request.app.state.log.policy_names()
+        missing = sorted(set(names) - set(request.app.state.registry.loaded()))
+    except ServiceError as error:
+        return JSONResponse(Health(status="unavailable", detail={"redis": error.message}).model_dump(), 503)
+    if missing:
+        return JSONResponse(Health(status="loading", detail={"missing_policies": missing}).model_dump(), 503)
+    return JSONResponse(Health(status="ready", detail={"policies": len(names)}).model_dump())
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

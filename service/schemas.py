@@ -1,0 +1,179 @@
+"""Request and response bodies, one pydantic model per direction."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator
+
+from exporter.spec import NAME_PATTERN
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_VECTOR = 4096
+
+PolicyName = Annotated[str, Field(pattern=NAME_PATTERN.pattern, description="A policy name, [a-z0-9_-]{1,64}.")]
+Finite = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+EventId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="Client-chosen id, [A-Za-z0-9_.:-]{1,128}.")]
+
+
+def _check_float32(values: list[float]) -> list[float]:
+    array = np.asarray(values, dtype=np.float64)
+    too_big = np.flatnonzero(np.abs(array) > FLOAT32_MAX)
+    if too_big.size:
+        raise ValueError(f"value at index {int(too_big[0])} overflows float32 (|x| > {FLOAT32_MAX:.6g})")
+    return values
+
+
+class ActRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "policy": "demo",
+                    "context": [0.1, -0.3, 1.2, 0.0, 0.5, -1.1, 0.7, 0.2, 0.0, 0.4, -0.2, 0.9, 1.0, -0.5, 0.3, 0.1],
+                    "mask": [True, True, False, True, True, True, True, True, True, True],
+                    "unit_id": "user-42",
+                }
+            ]
+        },
+    )
+
+    policy: PolicyName
+    context: Annotated[list[Finite], Field(min_length=1, max_length=MAX_VECTOR)]
+    """The context vector; its length must equal the policy's context_dim."""
+    mask: Annotated[list[StrictBool], Field(min_length=1, max_length=MAX_VECTOR)] | None = None
+    """Allowed actions (true = allowed); length num_actions; at least one true. Default: all."""
+    unit_id: Annotated[str, Field(max_length=256)] | None = None
+    """The user or unit the decision is for (logged; used by experiments)."""
+    event_id: EventId | None = None
+    """Makes the call idempotent: a repeated event_id returns the first decision and logs nothing."""
+    greedy: StrictBool = False
+    """Serve the greedy (exploit-only) policy instead of the exploring collect policy."""
+
+    _float32 = field_validator("context")(_check_float32)
+
+
+class ActResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "6f1c2a9e0b7d4c55a3f1e2d3c4b5a697",
+                    "action": 3,
+                    "propensity": 0.955,
+                    "policy": "demo",
+                    "version": "1.0",
+                    "scores": [0.1, 0.0, 0.2, 0.9, 0.1, 0.0, 0.3, 0.2, 0.1, 0.0],
+                }
+            ]
+        }
+    )
+
+    event_id: str
+    action: int
+    """Index of the chosen action."""
+    propensity: float
+    """Probability with which the serving policy chose this action for this context."""
+    policy: str
+    version: str
+    """'<export>.<checkpoint>': exactly the variables that produced this decision."""
+    scores: list[float]
+    """The policy's score of every action (UCB, posterior mean or sampled score)."""
+
+
+class RewardRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"event_id": "6f1c2a9e0b7d4c55a3f1e2d3c4b5a697", "reward": 1.0}]}
+    )
+
+    event_id: EventId
+    reward: Finite
+    """The observed reward; a finite number."""
+
+    _float32 = field_validator("reward")(lambda v: _check_float32([v])[0])
+
+
+class RewardResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"event_id": "6f1c2a9e0b7d4c55a3f1e2d3c4b5a697", "accepted": True, "detail": "first reward"}]}
+    )
+
+    event_id: str
+    accepted: bool
+    """Whether this reward counts for learning under the policy's aggregation rule."""
+    detail: str
+
+
+class ExplorationSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epsilon: Annotated[StrictFloat, Field(gt=0, le=1)] | None = None
+    """LinUCB: share of traffic spread uniformly over the allowed actions (default 0.05)."""
+    propensity_samples: Annotated[StrictInt, Field(ge=1, le=4096)] | None = None
+    """Thompson sampling: posterior draws used to estimate a propensity (default 256)."""
+
+
+class RewardSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    wait_seconds: Annotated[StrictFloat, Field(gt=0, le=30 * 86400)] = 600.0
+    """How long after a decision its reward may arrive."""
+    default: Finite = 0.0
+    """Reward learned for a decision whose window closes without one."""
+    aggregation: Literal["earliest", "sum"] = "earliest"
+    """How repeated rewards for one decision combine."""
+
+
+class PolicyCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "homepage",
+                    "algorithm": "linucb",
+                    "context_dim": 16,
+                    "num_actions": 10,
+                    "hyperparameters": {"alpha": 1.0, "ridge": 1.0},
+                    "exploration": {"epsilon": 0.05},
+                    "reward": {"wait_seconds": 600, "default": 0.0, "aggregation": "earliest"},
+                }
+            ]
+        },
+    )
+
+    name: PolicyName
+    algorithm: str
+    """One of the registered algorithms: "linucb" or "lints"."""
+    context_dim: Annotated[StrictInt, Field(ge=1, le=MAX_VECTOR)]
+    num_actions: Annotated[StrictInt, Field(ge=2, le=MAX_VECTOR)]
+    hyperparameters: dict[str, Finite | StrictInt] = {}
+    """Algorithm hyperparameters: linucb {alpha, ridge}; lints {exploration_scale, ridge}."""
+    exploration: ExplorationSettings = ExplorationSettings()
+    reward: RewardSettings = RewardSettings()
+
+
+class PolicyInfo(BaseModel):
+    name: str
+    algorithm: str
+    context_dim: int
+    num_actions: int
+    hyperparameters: dict[str, Any]
+    reward: dict[str, Any]
+    live_version: str
+    versions: list[int]
+    decisions: int
+    rewards: int
+    late_rewards: int
+    duplicate_rewards: int
+
+
+class PolicyList(BaseModel):
+    policies: list[PolicyInfo]
+
+
+class Health(BaseModel):
+    status: str
+    detail: dict[str, Any] = {}

@@ -1,0 +1,48 @@
+"""Process settings, read from environment variables (documented in the README)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Settings of the API process. Every field is read from ``BANDIT_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="BANDIT_", frozen=True, populate_by_name=True)
+
+    host: str = "127.0.0.1"
+    """Interface the API listens on."""
+    port: int = 8000
+    """Port the API listens on."""
+    data_dir: Path = Path("data")
+    """Folder for the model store and, when embedded, Redis's data and AOF files."""
+    model_store: Path | None = None
+    """Where exported SavedModels live; defaults to <data_dir>/models."""
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "BANDIT_REDIS_URL"))
+    """Redis to log to (REDIS_URL). Unset: `banditd up` starts an embedded redis-server."""
+    api_keys: str = ""
+    """Comma-separated keys accepted on /act and /reward as `Authorization: Bearer <key>`. Empty: open."""
+    admin_key: str = ""
+    """Key required on admin routes (POST /policies). Empty: admin routes are open."""
+    max_body_bytes: int = 1 << 20
+    """Larger request bodies are refused with 413."""
+    batch_max_size: int = 64
+    """Most /act rows coalesced into one SavedModel call."""
+    batch_max_wait_ms: float = 1.0
+    """How long a batch waits for more rows after the model becomes free."""
+    event_ttl_margin_seconds: float = 3600.0
+    """How long past its reward window an event stays known (late rewards get 409, not 404)."""
+    demo_policy: bool = True
+    """`banditd up` creates the policy "demo" (LinUCB, d=16, K=10) if it does not exist."""
+    log_level: str = "INFO"
+    """Python logging level."""
+
+    @property
+    def store(self) -> Path:
+        return self.model_store if self.model_store is not None else self.data_dir / "models"
+
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())

@@ -1,0 +1,184 @@
+"""The event log's Redis key names and record formats: the one place both writer and reader use.
+
+Keys (``{p}`` is a policy name, ``{e}`` an event id):
+
+    banditd:policies                 hash  name -> PolicySpec JSON
+    banditd:live                     hash  name -> live version ("<export>" or "<export>.<checkpoint>")
+    banditd:policy:{p}:decisions     stream of DecisionRecord
+    banditd:policy:{p}:rewards       stream of RewardRecord
+    banditd:policy:{p}:stats         hash  decisions, rewards, late_rewards, duplicate_rewards
+    banditd:event:{e}                hash  what /reward needs to validate a reward and what
+                                           /act needs to answer a repeated event id; expires
+                                           wait_seconds + margin after the decision
+
+Stream entries are flat string fields; vectors are JSON arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import orjson
+
+PREFIX = "banditd"
+POLICIES = f"{PREFIX}:policies"
+LIVE = f"{PREFIX}:live"
+
+
+def decisions_key(policy: str) -> str:
+    return f"{PREFIX}:policy:{policy}:decisions"
+
+
+def rewards_key(policy: str) -> str:
+    return f"{PREFIX}:policy:{policy}:rewards"
+
+
+def stats_key(policy: str) -> str:
+    return f"{PREFIX}:policy:{policy}:stats"
+
+
+def event_key(event_id: str) -> str:
+    return f"{PREFIX}:event:{event_id}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+@dataclasses.dataclass(frozen=True)
+class DecisionRecord:
+    """One /act decision, exactly as it was served."""
+
+    event_id: str
+    ts_ms: int
+    policy: str
+    version: str
+    context: list[float]
+    mask: list[bool] | None
+    action: int
+    propensity: float
+    scores: list[float]
+    greedy: bool
+    unit_id: str | None
+    seed: int
+    """The per-row RNG seed: with the version it reproduces the decision exactly."""
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "event_id": self.event_id,
+            "ts_ms": str(self.ts_ms),
+            "policy": self.policy,
+            "version": self.version,
+            "context": _json(self.context),
+            "mask": "" if self.mask is None else _json(self.mask),
+            "action": str(self.action),
+            "propensity": repr(float(self.propensity)),
+            "scores": _json(self.scores),
+            "greedy": "1" if self.greedy else "0",
+            "unit_id": self.unit_id or "",
+            "seed": str(self.seed),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: dict[Any, Any]) -> DecisionRecord:
+        f = {_text(k): _text(v) for k, v in fields.items()}
+        return cls(
+            event_id=f["event_id"],
+            ts_ms=int(f["ts_ms"]),
+            policy=f["policy"],
+            version=f["version"],
+            context=orjson.loads(f["context"]),
+            mask=orjson.loads(f["mask"]) if f["mask"] else None,
+            action=int(f["action"]),
+            propensity=float(f["propensity"]),
+            scores=orjson.loads(f["scores"]),
+            greedy=f["greedy"] == "1",
+            unit_id=f["unit_id"] or None,
+            seed=int(f["seed"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardRecord:
+    """One /reward call. ``late`` rewards are kept for audit but never learned from."""
+
+    event_id: str
+    ts_ms: int
+    reward: float
+    late: bool
+    sequence: int
+    """1 for the event's first reward, 2 for its second, ..."""
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "event_id": self.event_id,
+            "ts_ms": str(self.ts_ms),
+            "reward": repr(float(self.reward)),
+            "late": "1" if self.late else "0",
+            "sequence": str(self.sequence),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: dict[Any, Any]) -> RewardRecord:
+        f = {_text(k): _text(v) for k, v in fields.items()}
+        return cls(
+            event_id=f["event_id"],
+            ts_ms=int(f["ts_ms"]),
+            reward=float(f["reward"]),
+            late=f["late"] == "1",
+            sequence=int(f["sequence"]),
+        )
+
+
+# Fields of the per-event hash (event_key).
+EVENT_POLICY = "policy"
+EVENT_TS_MS = "ts_ms"
+EVENT_RESPONSE = "response"
+EVENT_REWARDS = "rewards"
+
+# Fields of the per-policy stats hash (stats_key).
+STAT_DECISIONS = "decisions"
+STAT_REWARDS = "rewards"
+STAT_LATE = "late_rewards"
+STAT_DUPLICATE = "duplicate_rewards"
+
+
+# Lua that records one decision unless its event id is already known.
+# KEYS: event_key, decisions_key, stats_key
+# ARGV: policy, ts_ms, ttl_ms, response JSON, then the DecisionRecord fields as name, value, ...
+# Returns {1} when recorded, or {0, policy, response} of the earlier decision with that id.
+RECORD_DECISION_LUA = f"""
+local existing = redis.call('HMGET', KEYS[1], '{EVENT_POLICY}', '{EVENT_RESPONSE}')
+if existing[2] then return {{0, existing[1], existing[2]}} end
+redis.call('HSET', KEYS[1], '{EVENT_POLICY}', ARGV[1], '{EVENT_TS_MS}', ARGV[2],
+           '{EVENT_RESPONSE}', ARGV[4], '{EVENT_REWARDS}', 0)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
+redis.call('HINCRBY', KEYS[3], '{STAT_DECISIONS}', 1)
+return {{1}}
+"""
+
+# Lua that records one reward for a known event, numbering it.
+# KEYS: event_key, rewards_key, stats_key
+# ARGV: late ("1"/"0"), aggregation, then the RewardRecord fields as name, value, ... with
+#       "sequence" last (its value is replaced here).
+# Returns the reward's sequence number, or -1 when the event is unknown.
+RECORD_REWARD_LUA = f"""
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local sequence = redis.call('HINCRBY', KEYS[1], '{EVENT_REWARDS}', 1)
+local fields = {{unpack(ARGV, 3)}}
+fields[#fields] = tostring(sequence)
+redis.call('XADD', KEYS[2], '*', unpack(fields))
+redis.call('HINCRBY', KEYS[3], '{STAT_REWARDS}', 1)
+if ARGV[1] == '1' then
+  redis.call('HINCRBY', KEYS[3], '{STAT_LATE}', 1)
+elseif ARGV[2] == 'earliest' and sequence > 1 then
+  redis.call('HINCRBY', KEYS[3], '{STAT_DUPLICATE}', 1)
+end
+return sequence
+"""
