@@ -76,6 +76,13 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _problem(error: dict[str, Any]) -> dict[str, str]:
+    if error["type"] == "json_invalid":  # loc is ("body", <character position>)
+        reason = error.get("ctx", {}).get("error", "malformed")
+        return {"field": "body", "problem": f"invalid JSON at character {error['loc'][-1]}: {reason}", "type": "json_invalid"}
+    return {"field": _location(error["loc"]), "problem": error["msg"], "type": error["type"]}
+
+
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     return error_response(exc)
@@ -83,9 +90,7 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = [
-        {"field": _location(e["loc"]), "problem": e["msg"], "type": e["type"]} for e in exc.errors()
-    ]
+    problems = [_problem(e) for e in exc.errors()]
     first = problems[0] if problems else {"field": "body", "problem": "invalid request"}
     error = InvalidInput(f"{first['field']}: {first['problem']}", first["field"])
     body = error.body() | {"problems": problems}
