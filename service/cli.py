@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from service.version import __version__
@@ -22,14 +23,26 @@ def _settings(args: argparse.Namespace, **overrides: object):  # type: ignore[no
     return Settings(**given, **overrides)  # type: ignore[arg-type]
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived; unwinds so that child processes (embedded Redis) are stopped."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def _serve(settings) -> None:  # type: ignore[no-untyped-def]
+    """Runs the API until SIGTERM or SIGINT; uvicorn drains requests, then this returns."""
     import uvicorn  # noqa: PLC0415
 
     from service.app import create_app  # noqa: PLC0415
 
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    except (_Terminated, KeyboardInterrupt):
+        pass  # uvicorn re-raises the signal it shut down for; the shutdown is already done
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -51,8 +64,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     if settings.redis_url is not None:
         _serve(settings)
         return 0
-    with EmbeddedRedis(settings.data_dir / "redis") as embedded:
-        _serve(_settings(args, redis_url=embedded.url))
+    try:
+        with EmbeddedRedis(settings.data_dir / "redis") as embedded:
+            _serve(_settings(args, redis_url=embedded.url))
+    except (_Terminated, KeyboardInterrupt):
+        pass
     return 0
 
 
@@ -63,6 +79,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     _quiet_tensorflow()
+    signal.signal(signal.SIGTERM, _raise_terminated)
     parser = argparse.ArgumentParser(prog="banditd", description="Contextual-bandit decision service.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, func, text in (

