@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     event_ttl_margin_seconds: float = 3600.0
     """How long past its reward window an event stays known (late rewards get 409, not 404)."""
     demo_policy: bool = True
-    """`banditd up` creates the policy "demo" (LinUCB, d=16, K=10) if it does not exist."""
+    """At start-up, create the policy "demo" (LinUCB, d=16, K=10) if it does not exist."""
     log_level: str = "INFO"
     """Python logging level."""
 
