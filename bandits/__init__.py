@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from bandits.base import InvalidHyperparameter, Policy, config_from_dict
-from bandits.linucb import LinUCB
 from bandits.lints import LinearThompson
+from bandits.linucb import LinUCB
 
 ALGORITHMS: dict[str, type[Policy]] = {
     LinUCB.algorithm: LinUCB,
@@ -21,4 +21,4 @@ def build(algorithm: str, context_dim: int, num_actions: int, hyperparameters: d
     return policy_type(context_dim, num_actions, config)
 
 
-__all__ = ["ALGORITHMS", "InvalidHyperparameter", "Policy", "build", "LinUCB", "LinearThompson"]
+__all__ = ["ALGORITHMS", "InvalidHyperparameter", "LinUCB", "LinearThompson", "Policy", "build"]

@@ -62,7 +62,5 @@ class Policy(tf.Module, abc.ABC):
         """The exploring choice whose propensity is logged. Same shapes as ``greedy``."""
 
     @abc.abstractmethod
-    def update(
-        self, contexts: tf.Tensor, actions: tf.Tensor, rewards: tf.Tensor, weights: tf.Tensor
-    ) -> None:
+    def update(self, contexts: tf.Tensor, actions: tf.Tensor, rewards: tf.Tensor, weights: tf.Tensor) -> None:
         """Trains on n examples. contexts: [n, d], actions: [n] int32, rewards: [n], weights: [n]."""

@@ -51,9 +51,7 @@ def ridge_solution(gram: tf.Tensor, reward_sums: tf.Tensor) -> tuple[tf.Tensor, 
     return theta, gram_inverse
 
 
-def mean_and_width(
-    contexts: tf.Tensor, theta: tf.Tensor, gram_inverse: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
+def mean_and_width(contexts: tf.Tensor, theta: tf.Tensor, gram_inverse: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Posterior mean x.theta_k and width sqrt(x^T A_k^{-1} x) for every row and action.
 
     contexts: [batch, d] float32, theta: [K, d] float32, gram_inverse: [K, d, d] float32.

@@ -34,9 +34,7 @@ class LinearPolicy(Policy):
         super().__init__(context_dim, num_actions, config)
         self.state = LinearState(context_dim, num_actions, config.ridge)
 
-    def update(
-        self, contexts: tf.Tensor, actions: tf.Tensor, rewards: tf.Tensor, weights: tf.Tensor
-    ) -> None:
+    def update(self, contexts: tf.Tensor, actions: tf.Tensor, rewards: tf.Tensor, weights: tf.Tensor) -> None:
         s = self.state
         gram, reward_sums, counts = linalg.accumulate(
             s.gram, s.reward_sums, s.counts, contexts, actions, rewards, weights

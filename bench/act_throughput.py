@@ -36,6 +36,7 @@ import os
 import platform
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -346,33 +347,66 @@ def run_python(port: int, body: bytes, connections: int, duration: float, target
 # -- profile summary ------------------------------------------------------------------------------
 
 
-def summarise_profile(raw: Path, top: int = 15) -> str:
-    """Top frames by inclusive and self share of all samples, from py-spy's collapsed stacks."""
+COMPONENTS = (  # a sample goes to the component of its innermost frame that matches one
+    ("SavedModel call (tensorflow)", ("tensorflow/", "exporter/loader")),
+    ("redis client / pipeline", ("redis/", "service/redislog.py")),
+    ("pydantic validation", ("pydantic", "_check_float32", "validate_python", "_validate_value", "request_body_to_args")),
+    ("JSON parse/serialise", ("json/", "orjson", "Request.json", "jsonable_encoder")),
+    ("prometheus metrics", ("prometheus_client",)),
+    ("threadpool hop (anyio to_thread)", ("anyio/", "run_in_threadpool", "concurrent/futures")),
+    ("numpy", ("numpy/",)),
+    ("decider / batcher own code", ("service/decisions.py", "service/batcher.py", "training/eventlog")),
+    ("service middleware / auth", ("service/middleware.py", "service/auth.py")),
+    ("fastapi / starlette", ("fastapi/", "starlette/")),
+    ("uvicorn / httptools", ("uvicorn/protocols", "httptools")),
+)
+
+
+def _component(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for name, needles in COMPONENTS:
+            if any(needle in frame for needle in needles):
+                return name
+    return "event loop / asyncio (uvloop C, callbacks, other)"
+
+
+def summarise_profile(raw: Path, top: int = 12) -> str:
+    """Shares of samples by thread, by component (main thread) and by frame, from py-spy raw output."""
     total = 0
+    threads: collections.Counter[str] = collections.Counter()
+    components: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
-    threads: collections.Counter[str] = collections.Counter()
+    main = 0
+    boring = ("<module>", "service/cli.py", "uvicorn/main.py", "uvicorn/server.py", "uvicorn/_compat.py",
+              "threading.py", "asyncio/runners.py")
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        frames = stack.split(";")
+        thread, *frames = stack.split(";")
+        if frames and frames[-1].startswith(("Condition.wait", "Queue.get", "_worker (concurrent")):
+            continue  # a parked worker thread py-spy did not recognise as idle
         total += n
-        threads[frames[0]] += n
-        seen = set()
-        for frame in frames[1:]:
-            if frame not in seen:
+        threads[re.sub(r" \(\d+\):", ":", thread)] += n
+        if "MainThread" in thread:
+            main += n
+            components[_component(frames)] += n
+        for frame in set(frames):
+            if not any(b in frame for b in boring):
                 inclusive[frame] += n
-                seen.add(frame)
-        own[frames[-1]] += n
+        if frames:
+            own[frames[-1]] += n
     if not total:
         return "no samples"
-    out = [f"{total} samples (non-idle, all threads)", "by thread:"]
+    out = [f"{total} busy samples (all threads; parked pool threads dropped)", "by thread:"]
     out += [f"  {100 * n / total:5.1f}%  {name}" for name, n in threads.most_common(6)]
-    out.append("inclusive (frame on the stack):")
+    out.append(f"main (event-loop) thread by component, % of main-thread samples ({main}):")
+    out += [f"  {100 * n / max(main, 1):5.1f}%  {name}" for name, n in components.most_common()]
+    out.append("inclusive (frame anywhere on the stack), % of all busy samples:")
     out += [f"  {100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
-    out.append("self (frame on top of the stack):")
+    out.append("self (frame on top of the stack), % of all busy samples:")
     out += [f"  {100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top)]
     return "\n".join(out)
 
@@ -409,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=RESULTS, help="where to write the results")
     parser.add_argument("--profile", metavar="PREFIX", help="py-spy the service under 32-conn load; PREFIX.txt")
     parser.add_argument("--profile-seconds", type=float, default=10.0)
+    parser.add_argument("--py-spy-args", default="", help='more py-spy record options, e.g. "--gil" or "--nonblocking"')
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, Redis data)")
     args = parser.parse_args(argv)
     connection_counts = [int(c) for c in args.connections.split(",") if c.strip()]
@@ -569,7 +604,7 @@ def profile(args: argparse.Namespace, pid: int, load: Any) -> dict[str, Any]:
     raw = Path(f"{args.profile}.txt")
     seconds = args.profile_seconds
     command = [py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "100",
-               "--format", "raw", "--output", str(raw), "--nonblocking", "--threads"]  # fmt: skip
+               "--format", "raw", "--output", str(raw), "--threads", *shlex.split(args.py_spy_args)]  # fmt: skip
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True) as spy:
         try:
             run = load(seconds + 3)  # the load outlasts the recording; py-spy attaches within a second
@@ -580,7 +615,7 @@ def profile(args: argparse.Namespace, pid: int, load: Any) -> dict[str, Any]:
                 spy.wait(timeout=10)
     print()
     print(f"profile under {TARGET_CONNECTIONS}-connection load ({run.rps:.0f} req/s, p99 {run.p99_ms:.2f} ms "
-          f"while profiled), py-spy --nonblocking, {raw}:")
+          f"while profiled), {' '.join(command[1:])}:")
     summary = summarise_profile(raw) if raw.is_file() else f"py-spy failed: {out.decode(errors='replace')}"
     print(summary)
     return {"raw": str(raw), "rps_under_profile": run.rps, "p99_ms_under_profile": run.p99_ms, "summary": summary}

@@ -26,9 +26,7 @@ class LoadedVersion:
     greedy_model: Any
     collect_model: Any
 
-    def decide(
-        self, greedy: bool, context: np.ndarray, mask: np.ndarray, seed: np.ndarray
-    ) -> dict[str, np.ndarray]:
+    def decide(self, greedy: bool, context: np.ndarray, mask: np.ndarray, seed: np.ndarray) -> dict[str, np.ndarray]:
         """context: [B, d] float32, mask: [B, K] bool, seed: [B] int64 -> action, propensity, scores."""
         model = self.greedy_model if greedy else self.collect_model
         out = model.signatures["seeded"](
@@ -41,9 +39,7 @@ class LoadedVersion:
 
 def load(store: Path, name: str, version: int, verify: bool = True) -> LoadedVersion:
     """Loads a version; with verify, every file is first checked against the manifest."""
-    manifest = (
-        savedmodel.verify(store, name, version) if verify else savedmodel.read_manifest(store, name, version)
-    )
+    manifest = savedmodel.verify(store, name, version) if verify else savedmodel.read_manifest(store, name, version)
     root = savedmodel.version_dir(store, name, version)
     greedy_model = tf.saved_model.load(str(root / "greedy"))
     collect_model = tf.saved_model.load(str(root / "collect"))

@@ -59,9 +59,7 @@ def list_versions(store: Path, name: str) -> list[int]:
     root = policy_dir(store, name)
     if not root.is_dir():
         return []
-    return sorted(
-        int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / MANIFEST).is_file()
-    )
+    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / MANIFEST).is_file())
 
 
 def _random_seeds(context: tf.Tensor) -> tf.Tensor:
@@ -101,11 +99,7 @@ def _sha256(path: Path) -> str:
 
 def file_digests(root: Path) -> dict[str, str]:
     """SHA-256 of every file under root except the manifest, keyed by relative path."""
-    return {
-        str(p.relative_to(root)): _sha256(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
-    }
+    return {str(p.relative_to(root)): _sha256(p) for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:

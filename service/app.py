@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from exporter.spec import PolicySpec, resolve, RewardConfig
+from exporter.spec import PolicySpec, RewardConfig, resolve
 from service import errors
 from service.decisions import Decider
 from service.metrics import Metrics

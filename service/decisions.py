@@ -42,7 +42,9 @@ class Row:
     unit_id: str | None
 
 
-def validate_inputs(spec_context_dim: int, spec_num_actions: int, request: ActRequest) -> tuple[np.ndarray, np.ndarray | None]:
+def validate_inputs(
+    spec_context_dim: int, spec_num_actions: int, request: ActRequest
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Checks the request against the policy's specs; returns context [d] float32 and mask [K] bool."""
     if len(request.context) != spec_context_dim:
         raise InvalidInput(
@@ -127,9 +129,8 @@ class Decider:
             if not index:
                 continue
             context = np.stack([rows[i].context for i in index])
-            mask = np.stack(
-                [rows[i].mask if rows[i].mask is not None else np.ones(spec.num_actions, bool) for i in index]
-            )
+            all_allowed = np.ones(spec.num_actions, bool)
+            mask = np.stack([m if (m := rows[i].mask) is not None else all_allowed for i in index])
             seed = np.array([seed_for(rows[i].event_id) for i in index], dtype=np.int64)
             out = await loop.run_in_executor(self._executor, served.model.decide, greedy, context, mask, seed)
             variant = "greedy" if greedy else "collect"
@@ -137,10 +138,12 @@ class Decider:
             for j, i in enumerate(index):
                 decided[i] = {key: value[j] for key, value in out.items()}
 
-        records, responses = [], []
-        for row, out in zip(rows, decided, strict=True):
-            assert out is not None
-            response = {
+        records: list[DecisionRecord] = []
+        responses: list[bytes] = []
+        for row, decision in zip(rows, decided, strict=True):
+            assert decision is not None
+            out = decision
+            body = {
                 "event_id": row.event_id,
                 "action": int(out["action"]),
                 "propensity": out["propensity"],
@@ -148,7 +151,7 @@ class Decider:
                 "version": served.version,
                 "scores": out["scores"],
             }
-            responses.append(orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY))
+            responses.append(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY))
             records.append(
                 DecisionRecord(
                     event_id=row.event_id,

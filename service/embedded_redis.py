@@ -35,10 +35,16 @@ def redis_server_binary() -> str:
     return found
 
 
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True) if sys.platform.startswith("linux") else None
+
+
 def _die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGTERM it when its parent dies (even by SIGKILL)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    """In the child before exec: ask Linux to SIGTERM it when its parent dies (even by SIGKILL).
+
+    Only one system call, on a library loaded beforehand, so it is safe after fork.
+    """
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -76,7 +82,10 @@ class EmbeddedRedis:
                 "--logfile", "redis.log",
             ]  # fmt: skip
             self.process = subprocess.Popen(
-                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
+                command,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - see _die_with_parent
             )
             self.port = port
             if self._wait_ready(timeout):
@@ -88,6 +97,7 @@ class EmbeddedRedis:
 
     def _wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
+        assert self.port is not None
         client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.2)
         try:
             while time.monotonic() < deadline:

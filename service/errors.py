@@ -79,7 +79,11 @@ def _location(loc: tuple[Any, ...]) -> str:
 def _problem(error: dict[str, Any]) -> dict[str, str]:
     if error["type"] == "json_invalid":  # loc is ("body", <character position>)
         reason = error.get("ctx", {}).get("error", "malformed")
-        return {"field": "body", "problem": f"invalid JSON at character {error['loc'][-1]}: {reason}", "type": "json_invalid"}
+        return {
+            "field": "body",
+            "problem": f"invalid JSON at character {error['loc'][-1]}: {reason}",
+            "type": "json_invalid",
+        }
     return {"field": _location(error["loc"]), "problem": error["msg"], "type": error["type"]}
 
 

@@ -27,9 +27,7 @@ class Metrics:
         )
         self.model_calls = Counter("serving_model_calls_total", "SavedModel calls.", ["policy", "variant"], registry=r)
         self.decisions = Counter("serving_decisions_total", "Decisions logged.", ["policy", "variant"], registry=r)
-        self.rewards = Counter(
-            "serving_rewards_total", "Rewards logged by outcome.", ["policy", "outcome"], registry=r
-        )
+        self.rewards = Counter("serving_rewards_total", "Rewards logged by outcome.", ["policy", "outcome"], registry=r)
         self.live_version = Gauge(
             "serving_live_version", "Export number of the version each policy serves.", ["policy"], registry=r
         )

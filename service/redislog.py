@@ -37,6 +37,10 @@ def _storage_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[
     return wrapper
 
 
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _flatten(fields: dict[str, str]) -> list[str]:
     return [item for pair in fields.items() for item in pair]
 
@@ -78,16 +82,17 @@ class RedisLog:
             raw_spec, live = await pipe.execute()
         if raw_spec is None:
             return None
-        return PolicySpec.from_dict(orjson.loads(raw_spec)), (live or b"1.0").decode()
+        return PolicySpec.from_dict(orjson.loads(raw_spec)), _str(live or "1.0")
 
     @_storage_errors
     async def policy_names(self) -> list[str]:
-        return sorted(name.decode() for name in await self.client.hkeys(eventlog.POLICIES))
+        names: list[Any] = await self.client.hkeys(eventlog.POLICIES)
+        return sorted(_str(name) for name in names)
 
     @_storage_errors
     async def stats(self, name: str) -> dict[str, int]:
-        raw = await self.client.hgetall(eventlog.stats_key(name))
-        return {k.decode(): int(v) for k, v in raw.items()}
+        raw: dict[Any, Any] = await self.client.hgetall(eventlog.stats_key(name))
+        return {_str(k): int(v) for k, v in raw.items()}
 
     # -- decisions and rewards --------------------------------------------------------
 
@@ -108,26 +113,28 @@ class RedisLog:
                     eventlog.decisions_key(record.policy),
                     eventlog.stats_key(record.policy),
                 ]
-                args = [record.policy, record.ts_ms, ttl_ms, response, *_flatten(record.to_fields())]
+                args: list[Any] = [record.policy, record.ts_ms, ttl_ms, response, *_flatten(record.to_fields())]
                 await self._record_decision(keys=keys, args=args, client=pipe)
             replies = await pipe.execute()
-        return [None if reply[0] == 1 else (reply[1].decode(), reply[2]) for reply in replies]
+        return [None if reply[0] == 1 else (_str(reply[1]), reply[2]) for reply in replies]
 
     @_storage_errors
     async def find_decision(self, event_id: str) -> tuple[str, bytes] | None:
         """(policy, response JSON) of a known event id, else None."""
-        policy, response = await self.client.hmget(
+        values: list[Any] = await self.client.hmget(
             eventlog.event_key(event_id), [eventlog.EVENT_POLICY, eventlog.EVENT_RESPONSE]
         )
-        return None if response is None else (policy.decode(), response)
+        policy, response = values
+        return None if response is None else (_str(policy), response)
 
     @_storage_errors
     async def decision_time(self, event_id: str) -> tuple[str, int] | None:
         """(policy, decision time in ms) of a known event id, else None."""
-        policy, ts_ms = await self.client.hmget(
+        values: list[Any] = await self.client.hmget(
             eventlog.event_key(event_id), [eventlog.EVENT_POLICY, eventlog.EVENT_TS_MS]
         )
-        return None if policy is None else (policy.decode(), int(ts_ms))
+        policy, ts_ms = values
+        return None if policy is None else (_str(policy), int(ts_ms))
 
     @_storage_errors
     async def record_reward(self, policy: str, record: eventlog.RewardRecord, aggregation: str) -> int:
@@ -135,19 +142,3 @@ class RedisLog:
         keys = [eventlog.event_key(record.event_id), eventlog.rewards_key(policy), eventlog.stats_key(policy)]
         args = ["1" if record.late else "0", aggregation, *_flatten(record.to_fields())]  # sequence last
         return int(await self._record_reward(keys=keys, args=args))
-
-    # -- reading back (tests, tools) --------------------------------------------------
-
-    @_storage_errors
-    async def read_decisions(self, policy: str) -> list[eventlog.DecisionRecord]:
-        entries = await self.client.xrange(eventlog.decisions_key(policy))
-        return [eventlog.DecisionRecord.from_fields(fields) for _, fields in entries]
-
-    @_storage_errors
-    async def read_rewards(self, policy: str) -> list[eventlog.RewardRecord]:
-        entries = await self.client.xrange(eventlog.rewards_key(policy))
-        return [eventlog.RewardRecord.from_fields(fields) for _, fields in entries]
-
-
-def decode(response: bytes) -> dict[str, Any]:
-    return orjson.loads(response)

@@ -14,7 +14,9 @@ MAX_VECTOR = 4096
 
 PolicyName = Annotated[str, Field(pattern=NAME_PATTERN.pattern, description="A policy name, [a-z0-9_-]{1,64}.")]
 Finite = Annotated[StrictFloat, Field(allow_inf_nan=False)]
-EventId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="Client-chosen id, [A-Za-z0-9_.:-]{1,128}.")]
+EventId = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="Client-chosen id, [A-Za-z0-9_.:-]{1,128}.")
+]
 
 
 def _check_float32(values: list[float]) -> list[float]:
@@ -85,7 +87,8 @@ class ActResponse(BaseModel):
 
 class RewardRequest(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"event_id": "6f1c2a9e0b7d4c55a3f1e2d3c4b5a697", "reward": 1.0}]}
+        extra="forbid",
+        json_schema_extra={"examples": [{"event_id": "6f1c2a9e0b7d4c55a3f1e2d3c4b5a697", "reward": 1.0}]},
     )
 
     event_id: EventId
@@ -97,7 +100,9 @@ class RewardRequest(BaseModel):
 
 class RewardResponse(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"event_id": "6f1c2a9e0b7d4c55a3f1e2d3c4b5a697", "accepted": True, "detail": "first reward"}]}
+        json_schema_extra={
+            "examples": [{"event_id": "6f1c2a9e0b7d4c55a3f1e2d3c4b5a697", "accepted": True, "detail": "first reward"}]
+        }
     )
 
     event_id: str

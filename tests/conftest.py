@@ -7,13 +7,13 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections.abc import Iterator
+from pathlib import Path
 
-import pytest  # noqa: E402
-import redis  # noqa: E402
+import pytest
+import redis
 
-from service.embedded_redis import EmbeddedRedis  # noqa: E402
+from service.embedded_redis import EmbeddedRedis
 
 
 @pytest.fixture(scope="session")

@@ -82,7 +82,10 @@ async def list_policies(request: Request) -> PolicyList:
 
 
 @router.get(
-    "/{name}", response_model=PolicyInfo, dependencies=[Depends(require_client)], responses={404: {"description": "Unknown policy"}}
+    "/{name}",
+    response_model=PolicyInfo,
+    dependencies=[Depends(require_client)],
+    responses={404: {"description": "Unknown policy"}},
 )
 async def get_policy(name: str, request: Request) -> PolicyInfo:
     return await _info(request, name)

@@ -49,6 +49,10 @@ async def reward(body: RewardRequest, request: Request) -> RewardResponse:
     elif sequence == 1:
         accepted, detail, outcome = True, "first reward", "accepted"
     else:
-        accepted, detail, outcome = False, f"duplicate: aggregation 'earliest' keeps the first of {sequence}", "duplicate"
+        accepted, detail, outcome = (
+            False,
+            f"duplicate: aggregation 'earliest' keeps the first of {sequence}",
+            "duplicate",
+        )
     metrics.rewards.labels(policy, outcome).inc()
     return RewardResponse(event_id=body.event_id, accepted=accepted, detail=detail)

@@ -64,7 +64,9 @@ def test_layout_manifest_and_checksums(store: Path) -> None:
     assert manifest["spec"]["context_dim"] == D and manifest["spec"]["num_actions"] == K
     assert manifest["spec"]["hyperparameters"] == {"alpha": 1.0, "ridge": 1.0, "epsilon": 0.05}
     assert manifest["train_step"] == 1 and manifest["created_at"]
-    assert set(manifest["files"]) == {str(p.relative_to(root / "1")) for p in (root / "1").rglob("*") if p.is_file() and p.name != "manifest.json"}
+    assert set(manifest["files"]) == {
+        str(p.relative_to(root / "1")) for p in (root / "1").rglob("*") if p.is_file() and p.name != "manifest.json"
+    }
     assert savedmodel.verify(store, "homepage", 1) == manifest
     assert savedmodel.list_versions(store, "homepage") == [1, 2]
 

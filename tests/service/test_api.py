@@ -15,7 +15,11 @@ CONTEXT = [0.5, -1.0, 0.25, 2.0]
 
 
 def stored_counts(r: redis.Redis, policy: str = "shop") -> tuple[int, int, dict]:
-    return r.xlen(eventlog.decisions_key(policy)), r.xlen(eventlog.rewards_key(policy)), r.hgetall(eventlog.stats_key(policy))
+    return (
+        r.xlen(eventlog.decisions_key(policy)),
+        r.xlen(eventlog.rewards_key(policy)),
+        r.hgetall(eventlog.stats_key(policy)),
+    )
 
 
 def test_health_ready_and_metrics(shop: TestClient) -> None:
@@ -32,7 +36,12 @@ def test_health_ready_and_metrics(shop: TestClient) -> None:
 def test_create_list_and_get_policies(client: TestClient) -> None:
     created = client.post(
         "/policies",
-        json=LINUCB | {"hyperparameters": {"alpha": 0.5}, "exploration": {"epsilon": 0.1}, "reward": {"wait_seconds": 30, "default": -1, "aggregation": "sum"}},
+        json=LINUCB
+        | {
+            "hyperparameters": {"alpha": 0.5},
+            "exploration": {"epsilon": 0.1},
+            "reward": {"wait_seconds": 30, "default": -1, "aggregation": "sum"},
+        },
     )
     assert created.status_code == 201
     body = created.json()
@@ -66,7 +75,9 @@ def test_create_list_and_get_policies(client: TestClient) -> None:
         ({"colour": "red"}, "colour"),
     ],
 )
-def test_bad_policy_definitions_are_422_naming_the_field(client: TestClient, redis_client: redis.Redis, change: dict, field: str) -> None:
+def test_bad_policy_definitions_are_422_naming_the_field(
+    client: TestClient, redis_client: redis.Redis, change: dict, field: str
+) -> None:
     response = client.post("/policies", json=LINUCB | change)
     assert response.status_code == 422, response.text
     body = response.json()
@@ -83,7 +94,9 @@ def test_duplicate_policy_name_is_409_and_keeps_the_first(shop: TestClient, redi
 
 
 def test_act_returns_a_decision_and_logs_it_exactly(shop: TestClient, redis_client: redis.Redis) -> None:
-    response = shop.post("/act", json={"policy": "shop", "context": CONTEXT, "mask": [True, False, True], "unit_id": "u-1"})
+    response = shop.post(
+        "/act", json={"policy": "shop", "context": CONTEXT, "mask": [True, False, True], "unit_id": "u-1"}
+    )
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"event_id", "action", "propensity", "policy", "version", "scores"}
@@ -170,7 +183,10 @@ def test_rewards_earliest_duplicates_and_unknown(shop: TestClient, redis_client:
     unknown = shop.post("/reward", json={"event_id": "never-seen", "reward": 1})
     assert unknown.status_code == 404 and unknown.json()["field"] == "event_id"
     records = [eventlog.RewardRecord.from_fields(f) for _, f in redis_client.xrange(eventlog.rewards_key("shop"))]
-    assert [(r.event_id, r.reward, r.sequence, r.late) for r in records] == [(event, 1.5, 1, False), (event, 3.0, 2, False)]
+    assert [(r.event_id, r.reward, r.sequence, r.late) for r in records] == [
+        (event, 1.5, 1, False),
+        (event, 3.0, 2, False),
+    ]
     info = shop.get("/policies/shop").json()
     assert (info["decisions"], info["rewards"], info["duplicate_rewards"], info["late_rewards"]) == (1, 2, 1, 0)
 
@@ -206,7 +222,9 @@ def test_late_reward_is_409_and_kept_marked_late(client: TestClient, redis_clien
         ('{"reward": 1}', "event_id"),
     ],
 )
-def test_bad_rewards_are_422_and_store_nothing(shop: TestClient, redis_client: redis.Redis, body: str, field: str) -> None:
+def test_bad_rewards_are_422_and_store_nothing(
+    shop: TestClient, redis_client: redis.Redis, body: str, field: str
+) -> None:
     shop.post("/act", json={"policy": "shop", "context": CONTEXT, "event_id": "e1"})
     before = stored_counts(redis_client)
     response = shop.post("/reward", content=body, headers={"content-type": "application/json"})
@@ -243,7 +261,12 @@ def test_auth_keys(client_factory: ClientFactory) -> None:
     assert client.post("/act", json=act, headers={"authorization": "Basic k1"}).status_code == 401
     event = client.post("/act", json=act, headers={"authorization": "Bearer k2"}).json()["event_id"]
     assert client.post("/reward", json={"event_id": event, "reward": 1}).status_code == 401
-    assert client.post("/reward", json={"event_id": event, "reward": 1}, headers={"authorization": "Bearer k1"}).status_code == 202
+    assert (
+        client.post(
+            "/reward", json={"event_id": event, "reward": 1}, headers={"authorization": "Bearer k1"}
+        ).status_code
+        == 202
+    )
     assert client.get("/healthz").status_code == 200
 
 
@@ -270,5 +293,7 @@ def test_openapi_documents_every_schema_with_examples(client: TestClient) -> Non
     components = schema["components"]["schemas"]
     for name in ("ActRequest", "ActResponse", "RewardRequest", "RewardResponse", "PolicyCreate"):
         assert components[name].get("examples"), name
-    assert {"/act", "/reward", "/policies", "/policies/{name}", "/healthz", "/readyz", "/metrics"} <= set(schema["paths"])
+    assert {"/act", "/reward", "/policies", "/policies/{name}", "/healthz", "/readyz", "/metrics"} <= set(
+        schema["paths"]
+    )
     assert client.get("/docs").status_code == 200

@@ -63,12 +63,17 @@ def test_concurrent_act_requests_share_model_calls(settings_factory: Callable[..
                 )
                 assert created.status_code == 201
                 responses = await asyncio.gather(
-                    *(client.post("/act", json={"policy": "shop", "context": c, "event_id": f"e{i}"}) for i, c in enumerate(contexts))
+                    *(
+                        client.post("/act", json={"policy": "shop", "context": c, "event_id": f"e{i}"})
+                        for i, c in enumerate(contexts)
+                    )
                 )
                 assert all(r.status_code == 200 for r in responses)
                 metrics = (await client.get("/metrics")).text
         calls = sum(
-            float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("serving_model_calls_total{")
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("serving_model_calls_total{")
         )
         assert 1 <= calls < n, calls
         return [r.json() for r in responses]
@@ -78,7 +83,9 @@ def test_concurrent_act_requests_share_model_calls(settings_factory: Callable[..
     model = loader.load(settings.store, "shop", 1)
     for i, body in enumerate(bodies):
         assert body["event_id"] == f"e{i}"
-        own = model.decide(False, np.array([contexts[i]], np.float32), np.ones((1, 3), bool), np.array([seed_for(f"e{i}")]))
+        own = model.decide(
+            False, np.array([contexts[i]], np.float32), np.ones((1, 3), bool), np.array([seed_for(f"e{i}")])
+        )
         assert body["action"] == int(own["action"][0])
         np.testing.assert_allclose(body["scores"], own["scores"][0], rtol=1e-6)
         assert np.float32(body["propensity"]) == own["propensity"][0]
