@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=RESULTS, help="where to write the results")
     parser.add_argument("--profile", metavar="PREFIX", help="py-spy the service under 32-conn load; PREFIX.txt")
     parser.add_argument("--profile-seconds", type=float, default=10.0)
-    parser.add_argument("--py-spy-args", default="", help='more py-spy record options, e.g. "--gil" or "--nonblocking"')
+    parser.add_argument("--py-spy-args", default="", help='more py-spy record options, e.g. --py-spy-args="--gil --nonblocking"')
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, Redis data)")
     args = parser.parse_args(argv)
     connection_counts = [int(c) for c in args.connections.split(",") if c.strip()]

@@ -140,5 +140,5 @@ class RedisLog:
     async def record_reward(self, policy: str, record: eventlog.RewardRecord, aggregation: str) -> int:
         """Appends a reward; returns its sequence number for the event, or -1 if the event expired."""
         keys = [eventlog.event_key(record.event_id), eventlog.rewards_key(policy), eventlog.stats_key(policy)]
-        args = ["1" if record.late else "0", aggregation, *_flatten(record.to_fields())]  # sequence last
+        args = ["1" if record.late else "0", aggregation, *_flatten(record.to_fields())]
         return int(await self._record_reward(keys=keys, args=args))

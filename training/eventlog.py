@@ -111,8 +111,10 @@ class RewardRecord:
     ts_ms: int
     reward: float
     late: bool
-    sequence: int
-    """1 for the event's first reward, 2 for its second, ..."""
+    decision_entry: str = ""
+    """Stream entry id of the decision this reward is for (set by the recording script)."""
+    sequence: int = 0
+    """1 for the event's first reward, 2 for its second, ... (set by the recording script)."""
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -120,6 +122,7 @@ class RewardRecord:
             "ts_ms": str(self.ts_ms),
             "reward": repr(float(self.reward)),
             "late": "1" if self.late else "0",
+            "decision_entry": self.decision_entry,
             "sequence": str(self.sequence),
         }
 
@@ -131,6 +134,7 @@ class RewardRecord:
             ts_ms=int(f["ts_ms"]),
             reward=float(f["reward"]),
             late=f["late"] == "1",
+            decision_entry=f["decision_entry"],
             sequence=int(f["sequence"]),
         )
 
@@ -140,6 +144,7 @@ EVENT_POLICY = "policy"
 EVENT_TS_MS = "ts_ms"
 EVENT_RESPONSE = "response"
 EVENT_REWARDS = "rewards"
+EVENT_ENTRY = "entry"  # the decision's stream entry id
 
 # Fields of the per-policy stats hash (stats_key).
 STAT_DECISIONS = "decisions"
@@ -158,20 +163,22 @@ if existing[2] then return {{0, existing[1], existing[2]}} end
 redis.call('HSET', KEYS[1], '{EVENT_POLICY}', ARGV[1], '{EVENT_TS_MS}', ARGV[2],
            '{EVENT_RESPONSE}', ARGV[4], '{EVENT_REWARDS}', 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
+local entry = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], '{EVENT_ENTRY}', entry)
 redis.call('HINCRBY', KEYS[3], '{STAT_DECISIONS}', 1)
 return {{1}}
 """
 
 # Lua that records one reward for a known event, numbering it.
 # KEYS: event_key, rewards_key, stats_key
-# ARGV: late ("1"/"0"), aggregation, then the RewardRecord fields as name, value, ... with
-#       "sequence" last (its value is replaced here).
+# ARGV: late ("1"/"0"), aggregation, then the RewardRecord fields as name, value, ... ending
+#       with decision_entry and sequence (their values are filled in here).
 # Returns the reward's sequence number, or -1 when the event is unknown.
 RECORD_REWARD_LUA = f"""
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local sequence = redis.call('HINCRBY', KEYS[1], '{EVENT_REWARDS}', 1)
 local fields = {{unpack(ARGV, 3)}}
+fields[#fields - 2] = redis.call('HGET', KEYS[1], '{EVENT_ENTRY}')
 fields[#fields] = tostring(sequence)
 redis.call('XADD', KEYS[2], '*', unpack(fields))
 redis.call('HINCRBY', KEYS[3], '{STAT_REWARDS}', 1)

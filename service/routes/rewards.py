@@ -31,7 +31,7 @@ async def reward(body: RewardRequest, request: Request) -> RewardResponse:
     spec = (await request.app.state.registry.get(policy)).spec
     now_ms = int(time.time() * 1000)
     late = now_ms > decided_ms + spec.reward.wait_seconds * 1000
-    record = RewardRecord(body.event_id, now_ms, body.reward, late, sequence=0)
+    record = RewardRecord(body.event_id, now_ms, body.reward, late)
     sequence = await log.record_reward(policy, record, spec.reward.aggregation)
     if sequence < 0:
         raise unknown
