@@ -20,9 +20,10 @@ when it is on PATH, else a minimal asyncio HTTP/1.1 keep-alive client (--generat
 Prints a markdown table and writes bench/results/act_throughput.json. Every process it started
 is stopped on exit, error, Ctrl-C or SIGTERM.
 
---profile PREFIX additionally runs py-spy (from the venv or PATH) on the service process for
---profile-seconds under 32-connection load, writes PREFIX.txt (collapsed stacks) and prints
-the top frames.
+--profile PREFIX additionally runs py-spy (from the venv or PATH; pip install py-spy) on the
+service process for --profile-seconds under 32-connection load, writes PREFIX.txt (py-spy raw
+collapsed stacks) and prints the share of samples by thread, by component of the event-loop
+thread and by frame.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -141,7 +141,7 @@ def venv_tool(name: str) -> str | None:
 
 # -- metrics scraped from the service (exact non-2xx count and batch sizes) ------------------------
 
-_SAMPLE = re.compile(r'^(\w+)\{([^}]*)\} ([0-9.eE+-]+)$')
+_SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} ([0-9.eE+-]+)$")
 
 
 def scrape(base: str) -> dict[str, float]:
@@ -326,7 +326,7 @@ def run_python(port: int, body: bytes, connections: int, duration: float, target
     def pct(p: float) -> float:
         if not latencies:
             return float("nan")
-        return latencies[min(len(latencies) - 1, max(0, int(round(p / 100 * len(latencies))) - 1))] / 1e6
+        return latencies[min(len(latencies) - 1, max(0, round(p / 100 * len(latencies)) - 1))] / 1e6
 
     return Run(
         target=target,
@@ -350,7 +350,7 @@ def run_python(port: int, body: bytes, connections: int, duration: float, target
 COMPONENTS = (  # a sample goes to the component of its innermost frame that matches one
     ("SavedModel call (tensorflow)", ("tensorflow/", "exporter/loader")),
     ("redis client / pipeline", ("redis/", "service/redislog.py")),
-    ("pydantic validation", ("pydantic", "_check_float32", "validate_python", "_validate_value", "request_body_to_args")),
+    ("pydantic validation", ("pydantic", "_check_float32", "validate_python", "request_body_to_args")),
     ("JSON parse/serialise", ("json/", "orjson", "Request.json", "jsonable_encoder")),
     ("prometheus metrics", ("prometheus_client",)),
     ("threadpool hop (anyio to_thread)", ("anyio/", "run_in_threadpool", "concurrent/futures")),
@@ -378,8 +378,15 @@ def summarise_profile(raw: Path, top: int = 12) -> str:
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
     main = 0
-    boring = ("<module>", "service/cli.py", "uvicorn/main.py", "uvicorn/server.py", "uvicorn/_compat.py",
-              "threading.py", "asyncio/runners.py")
+    boring = (
+        "<module>",
+        "service/cli.py",
+        "uvicorn/main.py",
+        "uvicorn/server.py",
+        "uvicorn/_compat.py",
+        "threading.py",
+        "asyncio/runners.py",
+    )
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
@@ -443,7 +450,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=RESULTS, help="where to write the results")
     parser.add_argument("--profile", metavar="PREFIX", help="py-spy the service under 32-conn load; PREFIX.txt")
     parser.add_argument("--profile-seconds", type=float, default=10.0)
-    parser.add_argument("--py-spy-args", default="", help='more py-spy record options, e.g. --py-spy-args="--gil --nonblocking"')
+    parser.add_argument(
+        "--py-spy-args",
+        default="--gil --nonblocking",
+        help='py-spy record options besides pid/duration/rate/raw/threads (default "%(default)s": samples the '
+        "GIL holder without pausing the service); pass as --py-spy-args='...'",
+    )
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, Redis data)")
     args = parser.parse_args(argv)
     connection_counts = [int(c) for c in args.connections.split(",") if c.strip()]
@@ -516,11 +528,13 @@ def main(argv: list[str] | None = None) -> int:
                 after = scrape(base)
                 delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
                 batches = delta.get("serving_batch_size_count", 0.0)
+                rows_batched = delta.get("serving_batch_size_sum", 0.0)
+                run.non_2xx = max(run.non_2xx, int(delta.get("non_2xx", 0)))  # the server's own count is exact
                 run.extra |= {
                     "server_counted_2xx": int(delta.get("ok", 0)),
                     "server_counted_non_2xx": int(delta.get("non_2xx", 0)),
                     "model_calls": int(batches),
-                    "mean_batch_size": round(delta.get("serving_batch_size_sum", 0.0) / batches, 2) if batches else None,
+                    "mean_batch_size": round(rows_batched / batches, 2) if batches else None,
                 }
             return run
 
@@ -567,8 +581,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         errors = [(r["connections"], t, r[t]) for r in rows for t in ("service", "bare")]
         if any(run["non_2xx"] or run["socket_errors"] for _, _, run in errors):
-            print("errors: " + ", ".join(f"{t} c={c}: non-2xx {x['non_2xx']}, socket {x['socket_errors']}"
-                                         for c, t, x in errors if x["non_2xx"] or x["socket_errors"]))
+            print(
+                "errors: "
+                + ", ".join(
+                    f"{t} c={c}: non-2xx {x['non_2xx']}, socket {x['socket_errors']}"
+                    for c, t, x in errors
+                    if x["non_2xx"] or x["socket_errors"]
+                )
+            )
         elapsed = time.monotonic() - started
         print(f"duration per run {args.duration:g}s; total wall time {elapsed:.0f}s")
 
@@ -614,8 +634,10 @@ def profile(args: argparse.Namespace, pid: int, load: Any) -> dict[str, Any]:
                 spy.kill()
                 spy.wait(timeout=10)
     print()
-    print(f"profile under {TARGET_CONNECTIONS}-connection load ({run.rps:.0f} req/s, p99 {run.p99_ms:.2f} ms "
-          f"while profiled), {' '.join(command[1:])}:")
+    print(
+        f"profile under {TARGET_CONNECTIONS}-connection load ({run.rps:.0f} req/s, p99 {run.p99_ms:.2f} ms "
+        f"while profiled), {' '.join(command[1:])}:"
+    )
     summary = summarise_profile(raw) if raw.is_file() else f"py-spy failed: {out.decode(errors='replace')}"
     print(summary)
     return {"raw": str(raw), "rps_under_profile": run.rps, "p99_ms_under_profile": run.p99_ms, "summary": summary}

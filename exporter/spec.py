@@ -27,6 +27,14 @@ class RewardConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    publish_every_examples: int = 1000
+    """The trainer publishes a checkpoint after this many new examples ..."""
+    publish_every_seconds: float = 1.0
+    """... or this long after its last publish, whichever comes first (if anything changed)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class PolicySpec:
     name: str
     algorithm: str
@@ -35,6 +43,7 @@ class PolicySpec:
     hyperparameters: dict[str, Any]
     """Every hyperparameter of the algorithm's config, defaults filled in."""
     reward: RewardConfig = dataclasses.field(default_factory=RewardConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -43,6 +52,7 @@ class PolicySpec:
     def from_dict(cls, data: dict[str, Any]) -> PolicySpec:
         fields = dict(data)
         fields["reward"] = RewardConfig(**fields.get("reward", {}))
+        fields["training"] = TrainingConfig(**fields.get("training", {}))
         return cls(**fields)
 
     def build_policy(self) -> bandits.Policy:
@@ -57,6 +67,7 @@ def resolve(
     num_actions: int,
     hyperparameters: dict[str, Any],
     reward: RewardConfig,
+    training: TrainingConfig | None = None,
 ) -> PolicySpec:
     """Validates a policy definition and fills in the algorithm's defaults.
 
@@ -65,4 +76,5 @@ def resolve(
     """
     policy_type = bandits.ALGORITHMS[algorithm]
     config = bandits.config_from_dict(policy_type.Config, hyperparameters)
-    return PolicySpec(name, algorithm, context_dim, num_actions, dataclasses.asdict(config), reward)
+    hyperparameters = dataclasses.asdict(config)
+    return PolicySpec(name, algorithm, context_dim, num_actions, hyperparameters, reward, training or TrainingConfig())

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from exporter.spec import PolicySpec, RewardConfig, resolve
 from service import errors
 from service.decisions import Decider
+from service.livewatch import LiveWatch
 from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestMetrics
 from service.redislog import RedisLog
@@ -34,18 +35,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log = RedisLog.from_url(settings.redis_url, settings.event_ttl_margin_seconds)  # type: ignore[arg-type]
-        registry = PolicyRegistry(settings.store, log)
+        registry = PolicyRegistry(settings.store, log, on_swap=metrics.set_live)
         decider = Decider(registry, log, metrics, settings.batch_max_size, settings.batch_max_wait_ms / 1000)
+        watch = LiveWatch(registry, log, settings.live_poll_seconds)
         app.state.log, app.state.registry, app.state.decider = log, registry, decider
         try:
             await registry.start()
             if settings.demo_policy and DEMO_POLICY.name not in registry.loaded():
                 await registry.create(DEMO_POLICY)
-            for name in registry.loaded():
-                metrics.set_live(name, (await registry.get(name)).version)
+            watch.start()
             logger.info("serving %d policies from %s", len(registry.loaded()), settings.store)
             yield
         finally:
+            await watch.close()
             await decider.close()
             await log.close()
 

@@ -124,19 +124,23 @@ class Decider:
         now_ms = int(time.time() * 1000)
         loop = asyncio.get_running_loop()
         decided: list[dict[str, np.ndarray] | None] = [None] * len(rows)
-        for greedy in (False, True):
-            index = [i for i, row in enumerate(rows) if row.greedy is greedy]
-            if not index:
-                continue
-            context = np.stack([rows[i].context for i in index])
-            all_allowed = np.ones(spec.num_actions, bool)
-            mask = np.stack([m if (m := rows[i].mask) is not None else all_allowed for i in index])
-            seed = np.array([seed_for(rows[i].event_id) for i in index], dtype=np.int64)
-            out = await loop.run_in_executor(self._executor, served.model.decide, greedy, context, mask, seed)
-            variant = "greedy" if greedy else "collect"
-            self.metrics.model_calls.labels(name, variant).inc()
-            for j, i in enumerate(index):
-                decided[i] = {key: value[j] for key, value in out.items()}
+        slot = served.slot
+        slot.users += 1  # the registry does not restore into a copy while a batch uses it
+        try:
+            for greedy in (False, True):
+                index = [i for i, row in enumerate(rows) if row.greedy is greedy]
+                if not index:
+                    continue
+                context = np.stack([rows[i].context for i in index])
+                all_allowed = np.ones(spec.num_actions, bool)
+                mask = np.stack([m if (m := rows[i].mask) is not None else all_allowed for i in index])
+                seed = np.array([seed_for(rows[i].event_id) for i in index], dtype=np.int64)
+                out = await loop.run_in_executor(self._executor, slot.model.decide, greedy, context, mask, seed)
+                self.metrics.model_calls.labels(name, "greedy" if greedy else "collect").inc()
+                for j, i in enumerate(index):
+                    decided[i] = {key: value[j] for key, value in out.items()}
+        finally:
+            slot.users -= 1
 
         records: list[DecisionRecord] = []
         responses: list[bytes] = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
@@ -93,6 +93,39 @@ class RedisLog:
     async def stats(self, name: str) -> dict[str, int]:
         raw: dict[Any, Any] = await self.client.hgetall(eventlog.stats_key(name))
         return {_str(k): int(v) for k, v in raw.items()}
+
+    @_storage_errors
+    async def live_versions(self) -> dict[str, str]:
+        raw: dict[Any, Any] = await self.client.hgetall(eventlog.LIVE)
+        return {_str(k): _str(v) for k, v in raw.items()}
+
+    @_storage_errors
+    async def set_live(self, name: str, version: str) -> None:
+        """Moves the live pointer and announces it (a rollback)."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(eventlog.LIVE, name, version)
+            pipe.publish(eventlog.ANNOUNCE, f"{name} {version}")
+            await pipe.execute()
+
+    @_storage_errors
+    async def next_checkpoint(self, name: str) -> int:
+        return int(await self.client.incr(eventlog.checkpoint_seq_key(name)))
+
+    @_storage_errors
+    async def trainer_stats(self, name: str) -> dict[str, str]:
+        raw: dict[Any, Any] = await self.client.hgetall(eventlog.trainer_key(name))
+        return {_str(k): _str(v) for k, v in raw.items()}
+
+    async def announcements(self) -> AsyncIterator[tuple[str, str]]:
+        """Yields (policy, version) for every live-version announcement; RedisError on failure."""
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(eventlog.ANNOUNCE)
+            async for message in pubsub.listen():
+                name, _, version = _str(message["data"]).partition(" ")
+                yield name, version
+        finally:
+            await pubsub.aclose()
 
     # -- decisions and rewards --------------------------------------------------------
 

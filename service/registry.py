@@ -1,40 +1,54 @@
-"""The policies this replica serves, each loaded from its exported SavedModel."""
+"""The policies this replica serves, each loaded from its exported SavedModel.
+
+Every policy has two loaded copies of its SavedModel: the active one answers requests, the
+standby one receives the next checkpoint's variables. A swap restores into the standby
+(once no batch is still using it), then replaces the reference, so no response mixes old
+and new variables and no request waits for a swap.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from exporter import loader, savedmodel
 from exporter.spec import PolicySpec
 from service.errors import Conflict, NotFound
 from service.redislog import RedisLog
+from training import checkpoints
+from training.eventlog import parse_version
 
 logger = logging.getLogger(__name__)
 
 
-def export_of(version: str) -> int:
-    """The export number of a served version string '<export>.<checkpoint>'."""
-    return int(version.split(".", 1)[0])
+@dataclasses.dataclass(eq=False)
+class ModelSlot:
+    """One loaded copy of a SavedModel; ``users`` counts the batches running on it."""
+
+    model: loader.LoadedVersion
+    users: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class ServedPolicy:
-    """What answers /act for one policy: the loaded version and its version string."""
+    """What answers /act for one policy: a loaded copy and exactly the version it holds."""
 
     spec: PolicySpec
-    model: loader.LoadedVersion
+    slot: ModelSlot
     version: str
 
 
 class PolicyRegistry:
-    def __init__(self, store: Path, log: RedisLog) -> None:
+    def __init__(self, store: Path, log: RedisLog, on_swap: Callable[[str, str], None] | None = None) -> None:
         self.store = Path(store)
         self.log = log
+        self._on_swap = on_swap
         self._served: dict[str, ServedPolicy] = {}
-        self._loading: dict[str, asyncio.Lock] = {}
+        self._standby: dict[str, ModelSlot] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def start(self) -> None:
         """Loads every policy known to Redis."""
@@ -44,23 +58,67 @@ class PolicyRegistry:
     def loaded(self) -> list[str]:
         return sorted(self._served)
 
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
     async def get(self, name: str) -> ServedPolicy:
         """The served policy, loading it on first use (another replica may have created it)."""
         served = self._served.get(name)
         if served is not None:
             return served
-        lock = self._loading.setdefault(name, asyncio.Lock())
-        async with lock:
+        async with self._lock(name):
             if name in self._served:
                 return self._served[name]
             found = await self.log.policy(name)
             if found is None:
                 raise NotFound(f"policy: no policy named {name!r}", "policy")
-            spec, version = found
-            model = await asyncio.to_thread(loader.load, self.store, name, export_of(version))
-            served = ServedPolicy(spec, model, version)
-            self._served[name] = served
-            return served
+            _, version = found
+            await self._load_export(name, version)
+            return self._served[name]
+
+    async def _load_export(self, name: str, version: str) -> None:
+        """Loads both copies of a version's export (a new architecture) and serves them."""
+        export, checkpoint = parse_version(version)
+
+        def load_copy() -> ModelSlot:
+            model = loader.load(self.store, name, export)
+            if checkpoint:
+                for saved in (model.greedy_model, model.collect_model):
+                    checkpoints.restore_variables(saved, self.store, name, export, checkpoint)
+            return ModelSlot(model)
+
+        active = await asyncio.to_thread(load_copy)
+        standby = await asyncio.to_thread(load_copy)
+        self._standby[name] = standby
+        self._publish(ServedPolicy(active.model.spec, active, version))
+
+    def _publish(self, served: ServedPolicy) -> None:
+        self._served[served.spec.name] = served
+        if self._on_swap is not None:
+            self._on_swap(served.spec.name, served.version)
+
+    async def apply(self, name: str, version: str) -> None:
+        """Serves ``version`` ('<export>.<checkpoint>') of a loaded policy, if it is not already."""
+        async with self._lock(name):
+            current = self._served.get(name)
+            if current is None or current.version == version:
+                return
+            export, checkpoint = parse_version(version)
+            if export != parse_version(current.version)[0]:
+                await self._load_export(name, version)
+            else:
+                standby = self._standby[name]
+                while standby.users:  # a batch from before the last swap is still running on it
+                    await asyncio.sleep(0.001)
+
+                def restore() -> None:
+                    for saved in (standby.model.greedy_model, standby.model.collect_model):
+                        checkpoints.restore_variables(saved, self.store, name, export, checkpoint)
+
+                await asyncio.to_thread(restore)
+                self._standby[name] = current.slot
+                self._publish(ServedPolicy(current.spec, standby, version))
+            logger.info("policy %s: now serving %s", name, version)
 
     async def create(self, spec: PolicySpec) -> ServedPolicy:
         """Builds, exports (version 1 of a new name) and serves a policy."""
@@ -74,11 +132,10 @@ class PolicyRegistry:
         version = f"{export}.0"
         if not await self.log.add_policy(spec, version):
             raise Conflict(f"name: a policy named {spec.name!r} already exists", "name")
-        model = await asyncio.to_thread(loader.load, self.store, spec.name, export)
-        served = ServedPolicy(spec, model, version)
-        self._served[spec.name] = served
+        async with self._lock(spec.name):
+            await self._load_export(spec.name, version)
         logger.info("created policy %s (%s) at version %s", spec.name, spec.algorithm, version)
-        return served
+        return self._served[spec.name]
 
     def versions(self, name: str) -> list[int]:
         return savedmodel.list_versions(self.store, name)

@@ -131,6 +131,15 @@ class RewardSettings(BaseModel):
     """How repeated rewards for one decision combine."""
 
 
+class TrainingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    publish_every_examples: Annotated[StrictInt, Field(ge=1, le=10_000_000)] = 1000
+    """The trainer publishes new variables after this many new examples ..."""
+    publish_every_seconds: Annotated[StrictFloat, Field(gt=0, le=86400)] = 1.0
+    """... or this long after its last publish, whichever comes first."""
+
+
 class PolicyCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -144,6 +153,7 @@ class PolicyCreate(BaseModel):
                     "hyperparameters": {"alpha": 1.0, "ridge": 1.0},
                     "exploration": {"epsilon": 0.05},
                     "reward": {"wait_seconds": 600, "default": 0.0, "aggregation": "earliest"},
+                    "training": {"publish_every_examples": 1000, "publish_every_seconds": 1.0},
                 }
             ]
         },
@@ -158,6 +168,7 @@ class PolicyCreate(BaseModel):
     """Algorithm hyperparameters: linucb {alpha, ridge}; lints {exploration_scale, ridge}."""
     exploration: ExplorationSettings = ExplorationSettings()
     reward: RewardSettings = RewardSettings()
+    training: TrainingSettings = TrainingSettings()
 
 
 class PolicyInfo(BaseModel):
@@ -167,12 +178,36 @@ class PolicyInfo(BaseModel):
     num_actions: int
     hyperparameters: dict[str, Any]
     reward: dict[str, Any]
+    training: dict[str, Any]
     live_version: str
+    """'<export>.<checkpoint>' served now."""
     versions: list[int]
+    """Exports on disk."""
     decisions: int
+    """Decisions logged."""
     rewards: int
+    """Rewards logged (including late and duplicate ones)."""
     late_rewards: int
     duplicate_rewards: int
+    applied_examples: int
+    """Examples the trainer has applied (in its last published or in-memory state)."""
+    pending_joins: int
+    """Decisions the trainer holds waiting for their reward window."""
+    defaulted_rewards: int
+    """Examples learned with the default reward because none came in time."""
+    trainer_lag: int
+    """Decisions logged but not yet applied (pending joins included)."""
+    last_publish_time: float | None
+    """Unix time of the trainer's last publish; null before the first."""
+    mean_reward: float | None
+    """Running mean reward of the applied examples; null before the first."""
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"to": "3.117"}, {"to": "2"}]})
+
+    to: Annotated[str, Field(pattern=r"^[0-9]{1,9}(\.[0-9]{1,12})?$")]
+    """A version '<export>.<checkpoint>', or '<export>' for the variables exported with it."""
 
 
 class PolicyList(BaseModel):

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from training.settings import CommonSettings
 
 
-class Settings(BaseSettings):
+class Settings(CommonSettings):
     """Settings of the API process. Every field is read from ``BANDIT_<NAME>``."""
-
-    model_config = SettingsConfigDict(env_prefix="BANDIT_", frozen=True, populate_by_name=True)
 
     host: str = "127.0.0.1"
     """Interface the API listens on."""
     port: int = 8000
     """Port the API listens on."""
-    data_dir: Path = Path("data")
-    """Folder for the model store and, when embedded, Redis's data and AOF files."""
-    model_store: Path | None = None
-    """Where exported SavedModels live; defaults to <data_dir>/models."""
-    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "BANDIT_REDIS_URL"))
-    """Redis to log to (REDIS_URL). Unset: `banditd up` starts an embedded redis-server."""
     api_keys: str = ""
     """Comma-separated keys accepted on /act and /reward as `Authorization: Bearer <key>`. Empty: open."""
     admin_key: str = ""
@@ -37,12 +26,8 @@ class Settings(BaseSettings):
     """How long past its reward window an event stays known (late rewards get 409, not 404)."""
     demo_policy: bool = True
     """At start-up, create the policy "demo" (LinUCB, d=16, K=10) if it does not exist."""
-    log_level: str = "INFO"
-    """Python logging level."""
-
-    @property
-    def store(self) -> Path:
-        return self.model_store if self.model_store is not None else self.data_dir / "models"
+    live_poll_seconds: float = 1.0
+    """How often a replica polls the live-version pointers (fallback for missed announcements)."""
 
     def api_key_set(self) -> frozenset[str]:
         return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())

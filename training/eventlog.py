@@ -189,3 +189,66 @@ elseif ARGV[2] == 'earliest' and sequence > 1 then
 end
 return sequence
 """
+
+
+# -- the learning loop's keys --------------------------------------------------------
+
+ANNOUNCE = f"{PREFIX}:announce"
+"""Pub/sub channel: "<policy> <version>" whenever a policy's live version changes."""
+
+
+def lease_key(policy: str) -> str:
+    """string: id of the trainer that holds the policy (expires unless renewed)."""
+    return f"{PREFIX}:policy:{policy}:lease"
+
+
+def checkpoint_seq_key(policy: str) -> str:
+    """counter: the last checkpoint number handed out (checkpoint numbers are never reused)."""
+    return f"{PREFIX}:policy:{policy}:checkpoint_seq"
+
+
+def trainer_key(policy: str) -> str:
+    """hash: the trainer's view of a policy (applied, pending, outcomes, last publish, ...)."""
+    return f"{PREFIX}:policy:{policy}:trainer"
+
+
+# Lua: takes the lease if free or already ours, and (re)sets its expiry.
+# KEYS: lease_key. ARGV: holder id, ttl_ms. Returns 1 if held by ARGV[1] now, else 0.
+LEASE_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# Lua: makes a version live if the caller still holds the lease and the live version is
+# still the one it started from (a rollback in between wins), then announces it.
+# KEYS: lease_key, LIVE. ARGV: holder id, policy, expected live version, new version, channel.
+# Returns 1 when published, 0 when the lease is lost, -1 when the live version changed.
+PUBLISH_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[2], ARGV[2]) ~= ARGV[3] then return -1 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[2] .. ' ' .. ARGV[4])
+return 1
+"""
+
+
+def parse_version(version: str) -> tuple[int, int]:
+    """'<export>.<checkpoint>' -> (export, checkpoint); a bare '<export>' is checkpoint 0."""
+    export, _, checkpoint = version.partition(".")
+    return int(export), int(checkpoint or 0)
+
+
+def entry_le(a: str, b: str) -> bool:
+    """Stream entry id a <= b ('<ms>-<seq>')."""
+    a_ms, _, a_seq = a.partition("-")
+    b_ms, _, b_seq = b.partition("-")
+    return (int(a_ms), int(a_seq or 0)) <= (int(b_ms), int(b_seq or 0))
+
+
+def entry_ms(entry: str) -> int:
+    """The Redis server time (ms) at which a stream entry was appended."""
+    return int(entry.partition("-")[0])

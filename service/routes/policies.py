@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from fastapi import APIRouter, Depends, Request
 
 import bandits
+from exporter import savedmodel
 from exporter import spec as policy_spec
+from exporter.spec import PolicySpec
 from service.auth import require_admin, require_client
-from service.errors import InvalidInput
+from service.errors import InvalidInput, NotFound
 from service.registry import PolicyRegistry
-from service.schemas import PolicyCreate, PolicyInfo, PolicyList
+from service.schemas import PolicyCreate, PolicyInfo, PolicyList, RollbackRequest
+from training import checkpoints
+from training.eventlog import parse_version
 
 router = APIRouter(prefix="/policies", tags=["policies"])
 
@@ -33,6 +38,7 @@ def _spec_from(body: PolicyCreate) -> policy_spec.PolicySpec:
             body.num_actions,
             body.hyperparameters | exploration,
             policy_spec.RewardConfig(**body.reward.model_dump()),
+            policy_spec.TrainingConfig(**body.training.model_dump()),
         )
     except bandits.InvalidHyperparameter as error:
         section = "exploration" if error.field in exploration else "hyperparameters"
@@ -44,7 +50,11 @@ async def _info(request: Request, name: str) -> PolicyInfo:
     registry: PolicyRegistry = request.app.state.registry
     served = await registry.get(name)
     stats = await request.app.state.log.stats(name)
+    trainer = await request.app.state.log.trainer_stats(name)
     spec = served.spec
+    applied = int(trainer.get("applied", 0))
+    decisions = stats.get("decisions", 0)
+    published_ms = int(trainer.get("last_publish_ms", 0))
     return PolicyInfo(
         name=spec.name,
         algorithm=spec.algorithm,
@@ -52,12 +62,19 @@ async def _info(request: Request, name: str) -> PolicyInfo:
         num_actions=spec.num_actions,
         hyperparameters=spec.hyperparameters,
         reward=dataclasses.asdict(spec.reward),
+        training=dataclasses.asdict(spec.training),
         live_version=served.version,
         versions=registry.versions(name),
-        decisions=stats.get("decisions", 0),
+        decisions=decisions,
         rewards=stats.get("rewards", 0),
         late_rewards=stats.get("late_rewards", 0),
         duplicate_rewards=stats.get("duplicate_rewards", 0),
+        applied_examples=applied,
+        pending_joins=int(trainer.get("pending", 0)),
+        defaulted_rewards=int(trainer.get("defaulted", 0)),
+        trainer_lag=max(0, decisions - applied),
+        last_publish_time=published_ms / 1000 if published_ms else None,
+        mean_reward=float(trainer["reward_sum"]) / applied if applied else None,
     )
 
 
@@ -73,6 +90,36 @@ async def create_policy(body: PolicyCreate, request: Request) -> PolicyInfo:
     served = await request.app.state.registry.create(_spec_from(body))
     request.app.state.metrics.set_live(served.spec.name, served.version)
     return await _info(request, body.name)
+
+
+@router.post(
+    "/{name}/rollback",
+    response_model=PolicyInfo,
+    dependencies=[Depends(require_admin)],
+    responses={404: {"description": "Unknown policy or version"}, 422: {"description": "Incompatible version"}},
+)
+async def rollback(name: str, body: RollbackRequest, request: Request) -> PolicyInfo:
+    """Serves the variables of an earlier version on every replica; the trainer goes on from them.
+
+    The old variables are copied into a new checkpoint number, so served versions keep
+    increasing and each names exactly its variables.
+    """
+    registry: PolicyRegistry = request.app.state.registry
+    log = request.app.state.log
+    served = await registry.get(name)
+    target = parse_version(body.to)
+    if not checkpoints.exists(registry.store, name, *target):
+        raise NotFound(f"to: policy {name!r} has no version {body.to!r}", "to")
+    target_spec = PolicySpec.from_dict(savedmodel.read_manifest(registry.store, name, target[0])["spec"])
+    if (target_spec.context_dim, target_spec.num_actions) != (served.spec.context_dim, served.spec.num_actions):
+        raise InvalidInput(f"to: version {body.to!r} has other input or action dimensions than the live one", "to")
+    checkpoint = await log.next_checkpoint(name)
+    current = parse_version(served.version)
+    await asyncio.to_thread(checkpoints.copy_for_rollback, registry.store, name, target, current, checkpoint)
+    version = f"{target[0]}.{checkpoint}"
+    await log.set_live(name, version)
+    await registry.apply(name, version)
+    return await _info(request, name)
 
 
 @router.get("", response_model=PolicyList, dependencies=[Depends(require_client)])

@@ -1,0 +1,63 @@
+"""Keeps a replica on the live versions: Redis pub/sub announcements, plus polling as a fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from redis.exceptions import RedisError
+
+from service.errors import ServiceError
+from service.redislog import RedisLog
+from service.registry import PolicyRegistry
+
+logger = logging.getLogger(__name__)
+
+
+class LiveWatch:
+    def __init__(self, registry: PolicyRegistry, log: RedisLog, poll_seconds: float) -> None:
+        self.registry = registry
+        self.log = log
+        self.poll_seconds = poll_seconds
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._poll())]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _apply(self, name: str, version: str) -> None:
+        if name not in self.registry.loaded():
+            return  # loaded with its live version on first use
+        try:
+            await self.registry.apply(name, version)
+        except (ServiceError, OSError, ValueError) as error:
+            logger.error("policy %s: cannot serve %s: %s", name, version, error)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async for name, _ in self.log.announcements():
+                    # Serve what the pointer says now: an announcement may arrive after a newer one.
+                    found = await self.log.policy(name)
+                    if found is not None:
+                        await self._apply(name, found[1])
+            except (RedisError, ServiceError) as error:
+                logger.warning("announcements interrupted (%s); polling covers the gap", error)
+                await asyncio.sleep(1.0)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            try:
+                live = await self.log.live_versions()
+            except ServiceError:
+                continue
+            for name, version in live.items():
+                await self._apply(name, version)

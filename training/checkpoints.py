@@ -1,0 +1,136 @@
+"""Trainer checkpoints: the model variables together with the log position they cover.
+
+    <store>/<policy>/<export>/checkpoints/<n>/variables.index, variables.data-*
+    <store>/<policy>/<export>/checkpoints/<n>/trainer_state.npz   pending joins, outcome counts
+    <store>/<policy>/<export>/checkpoints/<n>/position.json       stream positions, applied count
+
+A checkpoint is written into a temporary folder and renamed into place, so the variables,
+the position and the join state are always saved together: a trainer restarted from it
+applies every later event exactly once. Replicas restore only the variables. Version
+"<export>.0" means the variables exported with the SavedModel itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from exporter import savedmodel
+
+CHECKPOINTS = "checkpoints"
+VARIABLES = "variables"
+STATE = "trainer_state.npz"
+POSITION = "position.json"
+
+
+@dataclasses.dataclass
+class TrainerState:
+    """What, besides the variables, a trainer needs to resume exactly."""
+
+    decisions_position: str = "0-0"
+    """Last decision stream entry read."""
+    rewards_position: str = "0-0"
+    """Last reward stream entry read."""
+    applied: int = 0
+    """Examples applied to the variables, in total."""
+    reward_sum: float = 0.0
+    """Sum of the rewards of those examples (for the running mean)."""
+    join: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    """RewardJoin.state(): pending decisions and outcome counts."""
+
+
+def checkpoint_dir(store: Path, name: str, export: int, checkpoint: int) -> Path:
+    return savedmodel.version_dir(store, name, export) / CHECKPOINTS / str(checkpoint)
+
+
+def variables_prefix(store: Path, name: str, export: int, checkpoint: int) -> str:
+    """The TensorFlow checkpoint prefix holding the variables of version export.checkpoint."""
+    if checkpoint == 0:
+        return str(savedmodel.version_dir(store, name, export) / "collect" / "variables" / "variables")
+    return str(checkpoint_dir(store, name, export, checkpoint) / VARIABLES)
+
+
+def exists(store: Path, name: str, export: int, checkpoint: int) -> bool:
+    if checkpoint == 0:
+        return (savedmodel.version_dir(store, name, export) / savedmodel.MANIFEST).is_file()
+    return (checkpoint_dir(store, name, export, checkpoint) / POSITION).is_file()
+
+
+def restore_variables(target: Any, store: Path, name: str, export: int, checkpoint: int) -> None:
+    """Assigns the variables of export.checkpoint to ``target`` (a policy or a loaded SavedModel)."""
+    status = tf.train.Checkpoint(root=target).read(variables_prefix(store, name, export, checkpoint))
+    status.expect_partial()
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def _write_state(folder: Path, state: TrainerState) -> None:
+    np.savez(folder / STATE, **state.join)  # type: ignore[arg-type]
+    position = {k: v for k, v in dataclasses.asdict(state).items() if k != "join"}
+    (folder / POSITION).write_text(json.dumps(position))
+
+
+def write(policy: Any, state: TrainerState, store: Path, name: str, export: int, checkpoint: int) -> Path:
+    """Writes variables, join state and position as one checkpoint; never overwrites one."""
+    target = checkpoint_dir(store, name, export, checkpoint)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{checkpoint}-", dir=target.parent))
+    try:
+        tf.train.Checkpoint(root=policy).write(str(staging / VARIABLES))
+        _write_state(staging, state)
+        _fsync_tree(staging)
+        staging.chmod(0o755)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def read_state(store: Path, name: str, export: int, checkpoint: int) -> TrainerState:
+    """The trainer state saved with a checkpoint; a fresh state for checkpoint 0."""
+    if checkpoint == 0:
+        return TrainerState()
+    folder = checkpoint_dir(store, name, export, checkpoint)
+    position = json.loads((folder / POSITION).read_text())
+    with np.load(folder / STATE, allow_pickle=False) as arrays:
+        join = {key: arrays[key] for key in arrays.files}
+    return TrainerState(**position, join=join)
+
+
+def copy_for_rollback(
+    store: Path, name: str, target: tuple[int, int], current: tuple[int, int], checkpoint: int
+) -> Path:
+    """A new checkpoint ``target_export.checkpoint`` with the variables of ``target`` and the
+    trainer state of ``current``: the trainer goes on from the old variables without
+    re-learning or skipping any event."""
+    export, _ = target
+    variables = variables_prefix(store, name, *target)
+    destination = checkpoint_dir(store, name, export, checkpoint)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{checkpoint}-", dir=destination.parent))
+    try:
+        for path in Path(variables).parent.glob(Path(variables).name + ".*"):
+            suffix = path.name[len(Path(variables).name) :]
+            shutil.copyfile(path, staging / (VARIABLES + suffix))
+        _write_state(staging, read_state(store, name, *current))
+        _fsync_tree(staging)
+        staging.chmod(0o755)
+        os.rename(staging, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return destination

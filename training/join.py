@@ -1,0 +1,141 @@
+"""Joins decisions with their rewards into training examples (pure logic, no I/O).
+
+A decision waits in ``pending`` until it becomes an example:
+  * aggregation "earliest": at its first in-window reward;
+  * otherwise when its window closes: the sum of its in-window rewards ("sum"), or the
+    policy's default reward when none came.
+A window closes when the reward log is known to be complete past
+``decision time + wait_seconds + grace``: the grace absorbs the few milliseconds between the
+API's clock deciding a reward is in time and Redis appending it, and clock skew.
+Late rewards (marked by the API) are counted and never learned; a reward for a decision
+that already became an example is a duplicate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from exporter.spec import RewardConfig
+from training.eventlog import DecisionRecord, RewardRecord
+
+OUTCOMES = ("rewarded", "defaulted", "late", "duplicate")
+
+
+@dataclasses.dataclass
+class Examples:
+    """A batch of joined examples. contexts: [n, d] float32; actions, rewards, propensities: [n]."""
+
+    event_ids: list[str]
+    contexts: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    propensities: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+
+@dataclasses.dataclass
+class _Pending:
+    ts_ms: int
+    context: list[float]
+    action: int
+    propensity: float
+    reward_sum: float = 0.0
+    reward_count: int = 0
+
+
+class RewardJoin:
+    def __init__(self, reward: RewardConfig, context_dim: int, grace_seconds: float) -> None:
+        self.reward = reward
+        self.context_dim = context_dim
+        self.close_after_ms = int((reward.wait_seconds + grace_seconds) * 1000)
+        self.pending: dict[str, _Pending] = {}
+        self.outcomes: Counter[str] = Counter()
+        self._ready: list[tuple[str, _Pending, float]] = []
+
+    def add_decision(self, record: DecisionRecord) -> None:
+        self.pending[record.event_id] = _Pending(record.ts_ms, record.context, record.action, record.propensity)
+
+    def add_reward(self, record: RewardRecord) -> None:
+        """Counts a reward whose decision was already added (the caller guarantees that)."""
+        if record.late:
+            self.outcomes["late"] += 1
+            return
+        pending = self.pending.get(record.event_id)
+        if pending is None:
+            self.outcomes["duplicate"] += 1
+            return
+        if self.reward.aggregation == "earliest":
+            del self.pending[record.event_id]
+            self._emit(record.event_id, pending, record.reward, "rewarded")
+        else:
+            pending.reward_sum += record.reward
+            pending.reward_count += 1
+
+    def close_windows(self, horizon_ms: int) -> None:
+        """Turns every decision whose window closed before ``horizon_ms`` into an example."""
+        closed = []
+        for event_id, pending in self.pending.items():  # in log order: stop at the first still open
+            if pending.ts_ms + self.close_after_ms > horizon_ms:
+                break
+            closed.append(event_id)
+        for event_id in closed:
+            pending = self.pending.pop(event_id)
+            if pending.reward_count:
+                self._emit(event_id, pending, pending.reward_sum, "rewarded")
+            else:
+                self._emit(event_id, pending, self.reward.default, "defaulted")
+
+    def _emit(self, event_id: str, pending: _Pending, reward: float, outcome: str) -> None:
+        self.outcomes[outcome] += 1
+        self._ready.append((event_id, pending, reward))
+
+    def take(self) -> Examples:
+        """The examples completed since the last call."""
+        ready, self._ready = self._ready, []
+        return Examples(
+            event_ids=[e for e, _, _ in ready],
+            contexts=np.array([p.context for _, p, _ in ready], np.float32).reshape(-1, self.context_dim),
+            actions=np.array([p.action for _, p, _ in ready], np.int32),
+            rewards=np.array([r for _, _, r in ready], np.float32),
+            propensities=np.array([p.propensity for _, p, _ in ready], np.float32),
+        )
+
+    # -- checkpointing --------------------------------------------------------------
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The pending decisions and outcome counts as arrays (examples not yet taken are not state)."""
+        assert not self._ready, "take() the completed examples before saving the join state"
+        items = list(self.pending.items())
+        return {
+            "event_ids": np.array([e for e, _ in items], dtype=np.str_),
+            "ts_ms": np.array([p.ts_ms for _, p in items], np.int64),
+            "contexts": np.array([p.context for _, p in items], np.float32).reshape(-1, self.context_dim),
+            "actions": np.array([p.action for _, p in items], np.int32),
+            "propensities": np.array([p.propensity for _, p in items], np.float32),
+            "reward_sums": np.array([p.reward_sum for _, p in items], np.float64),
+            "reward_counts": np.array([p.reward_count for _, p in items], np.int64),
+            "outcomes": np.array([self.outcomes[o] for o in OUTCOMES], np.int64),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.pending = {
+            str(e): _Pending(int(t), c.tolist(), int(a), float(p), float(s), int(n))
+            for e, t, c, a, p, s, n in zip(
+                state["event_ids"],
+                state["ts_ms"],
+                state["contexts"],
+                state["actions"],
+                state["propensities"],
+                state["reward_sums"],
+                state["reward_counts"],
+                strict=True,
+            )
+        }
+        self.outcomes = Counter(dict(zip(OUTCOMES, (int(v) for v in state["outcomes"]), strict=True)))
+        self._ready = []

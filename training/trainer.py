@@ -1,0 +1,280 @@
+"""The background trainer: read, join, update, checkpoint, publish.
+
+One ``PolicyTrainer`` per policy whose lease this process holds. Each step:
+
+  1. read   new decisions, then new rewards (a reward is processed only once its
+            decision has been read; the log guarantees the decision comes first);
+  2. join   rewards with pending decisions, close windows up to the reward horizon;
+  3. update the policy with the completed examples (exact sufficient statistics);
+  4. publish every N examples or S seconds: one checkpoint holds the variables, the
+            stream positions and the pending joins; then the live pointer moves and the
+            replicas are told.
+
+Killed at any point, it resumes from the live checkpoint and re-reads from the positions
+saved in it, so every event is applied exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from exporter import savedmodel
+from exporter.spec import PolicySpec
+from training import checkpoints, eventlog
+from training.join import OUTCOMES, RewardJoin
+from training.logclient import LogClient
+from training.metrics import TrainerMetrics
+from training.settings import TrainerSettings
+
+logger = logging.getLogger(__name__)
+
+NEVER = 2**62
+MAX_READS_PER_STEP = 20
+
+
+class LeaseLost(Exception):
+    """Another trainer holds the policy now; this one must stop touching it."""
+
+
+class PolicyTrainer:
+    def __init__(
+        self,
+        log: LogClient,
+        store: Path,
+        name: str,
+        metrics: TrainerMetrics,
+        grace_seconds: float,
+        read_batch: int,
+        holder: str | None = None,
+    ) -> None:
+        """holder: lease holder id; None for a replay that never publishes."""
+        self.log = log
+        self.store = Path(store)
+        self.name = name
+        self.metrics = metrics
+        self.grace_seconds = grace_seconds
+        self.read_batch = read_batch
+        self.holder = holder
+        self.resume()
+
+    # -- resuming -------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """Loads the live version: variables, stream positions and pending joins together."""
+        live = self.log.live(self.name)
+        if live is None:
+            raise LookupError(f"policy {self.name!r} has no live version")
+        export, checkpoint = eventlog.parse_version(live)
+        manifest = savedmodel.read_manifest(self.store, self.name, export)
+        self.spec = PolicySpec.from_dict(manifest["spec"])
+        self.export = export
+        self.live = live
+        self.policy = self.spec.build_policy()
+        checkpoints.restore_variables(self.policy, self.store, self.name, export, checkpoint)
+        self.state = checkpoints.read_state(self.store, self.name, export, checkpoint)
+        self.join = RewardJoin(self.spec.reward, self.spec.context_dim, self.grace_seconds)
+        if self.state.join:
+            self.join.restore(self.state.join)
+        self._reported = Counter(self.join.outcomes)
+        self.horizon_ms = 0
+        self.unpublished = 0
+        self.last_publish = time.monotonic()
+        self.last_publish_ms = 0
+        logger.info("policy %s: resumed from %s (%d examples applied)", self.name, live, self.state.applied)
+
+    # -- one step -------------------------------------------------------------------
+
+    def step(self) -> int:
+        """Reads, joins and applies what the log has; returns the number of examples applied."""
+        self._read_decisions()
+        self._read_rewards()
+        self.join.close_windows(self.horizon_ms)
+        applied = self._update()
+        self._record_outcomes()
+        return applied
+
+    def drain(self) -> None:
+        """Applies the whole log as if every reward window had closed (a replay of a finished log)."""
+        while True:
+            position = (self.state.decisions_position, self.state.rewards_position)
+            self.step()
+            if position == (self.state.decisions_position, self.state.rewards_position):
+                break
+        self.join.close_windows(NEVER)
+        self._update()
+        self._record_outcomes()
+
+    def _read_decisions(self) -> None:
+        for _ in range(MAX_READS_PER_STEP):  # bounded, so a backlog never starves the lease
+            batch = self.log.read_decisions(self.name, self.state.decisions_position, self.read_batch)
+            for entry, record in batch:
+                self.join.add_decision(record)
+                self.state.decisions_position = entry
+            if len(batch) < self.read_batch:
+                return
+
+    def _read_rewards(self) -> None:
+        # Everything appended before this instant is in the stream (Redis runs commands in order).
+        started_ms = self.log.server_time_ms()
+        for _ in range(MAX_READS_PER_STEP):
+            batch = self.log.read_rewards(self.name, self.state.rewards_position, self.read_batch)
+            for entry, record in batch:
+                if not eventlog.entry_le(record.decision_entry, self.state.decisions_position):
+                    # Its decision arrived after our read: wait for the next step.
+                    self.horizon_ms = max(self.horizon_ms, eventlog.entry_ms(entry) - 1)
+                    return
+                self.join.add_reward(record)
+                self.state.rewards_position = entry
+            if len(batch) < self.read_batch:
+                self.horizon_ms = max(self.horizon_ms, started_ms - 1)
+                return
+
+    def _update(self) -> int:
+        examples = self.join.take()
+        n = len(examples)
+        if n == 0:
+            return 0
+        start = time.perf_counter()
+        self.policy.update(examples.contexts, examples.actions, examples.rewards, np.ones(n, np.float32))
+        self.metrics.update_seconds.labels(self.name).observe(time.perf_counter() - start)
+        self.state.applied += n
+        self.state.reward_sum += float(examples.rewards.astype(np.float64).sum())
+        self.unpublished += n
+        self.metrics.applied.labels(self.name).inc(n)
+        return n
+
+    def _record_outcomes(self) -> None:
+        for outcome in OUTCOMES:
+            delta = self.join.outcomes[outcome] - self._reported[outcome]
+            if delta > 0:
+                self.metrics.join_outcomes.labels(self.name, outcome).inc(delta)
+        self._reported = Counter(self.join.outcomes)
+        self.metrics.pending.labels(self.name).set(len(self.join.pending))
+
+    # -- publishing -----------------------------------------------------------------
+
+    def due(self) -> bool:
+        if self.unpublished == 0:
+            return False
+        training = self.spec.training
+        waited = time.monotonic() - self.last_publish
+        return self.unpublished >= training.publish_every_examples or waited >= training.publish_every_seconds
+
+    def publish(self) -> str | None:
+        """Checkpoints and makes the result live; None if a rollback intervened (we resumed from it)."""
+        assert self.holder is not None, "a replay does not publish"
+        start = time.perf_counter()
+        checkpoint = self.log.next_checkpoint(self.name)
+        self.state.join = self.join.state()
+        checkpoints.write(self.policy, self.state, self.store, self.name, self.export, checkpoint)
+        version = f"{self.export}.{checkpoint}"
+        outcome = self.log.publish(self.name, self.holder, self.live, version)
+        if outcome == 0:
+            raise LeaseLost(self.name)
+        if outcome < 0:
+            logger.info("policy %s: live version changed (rollback?); resuming from it", self.name)
+            self.resume()
+            return None
+        self.live = version
+        self.unpublished = 0
+        self.last_publish = time.monotonic()
+        self.last_publish_ms = int(time.time() * 1000)
+        self.metrics.publish_seconds.labels(self.name).observe(time.perf_counter() - start)
+        self.metrics.live_checkpoint.labels(self.name).set(checkpoint)
+        return version
+
+    def follow_live(self) -> None:
+        """Resumes from the live version if someone else (a rollback) moved it."""
+        if self.log.live(self.name) != self.live:
+            self.resume()
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "applied": self.state.applied,
+            "pending": len(self.join.pending),
+            "reward_sum": self.state.reward_sum,
+            "live": self.live,
+            "last_publish_ms": self.last_publish_ms,
+            **{outcome: self.join.outcomes[outcome] for outcome in OUTCOMES},
+        }
+
+
+class Trainer:
+    """Trains every policy (or the configured shard) whose lease it can hold."""
+
+    def __init__(self, settings: TrainerSettings, metrics: TrainerMetrics | None = None) -> None:
+        if settings.redis_url is None:
+            raise ValueError("REDIS_URL is not set")
+        self.settings = settings
+        self.log = LogClient(settings.redis_url)
+        self.metrics = metrics or TrainerMetrics()
+        self.holder = f"trainer-{uuid.uuid4().hex[:12]}"
+        self.trainers: dict[str, PolicyTrainer] = {}
+        self.shard = {p.strip() for p in settings.trainer_policies.split(",") if p.strip()}
+        self._last_lease: dict[str, float] = {}
+        self._stopping = False
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def run(self) -> None:
+        logger.info("trainer %s started", self.holder)
+        try:
+            while not self._stopping:
+                if self.run_once() == 0:
+                    time.sleep(self.settings.trainer_poll_seconds)
+        finally:
+            for name in list(self.trainers):
+                self.log.release_lease(name, self.holder)
+            self.log.close()
+
+    def run_once(self) -> int:
+        """One pass over the policies: leases, then a step and maybe a publish each."""
+        applied = 0
+        for name in self.log.policy_names():
+            if self.shard and name not in self.shard:
+                continue
+            if not self._hold(name):
+                continue
+            trainer = self.trainers[name]
+            try:
+                trainer.follow_live()
+                applied += trainer.step()
+                if trainer.due():
+                    trainer.publish()
+                stats = trainer.stats()
+                self.log.write_trainer_stats(name, stats)
+            except LeaseLost:
+                logger.warning("policy %s: lease lost; dropping it", name)
+                del self.trainers[name]
+        return applied
+
+    def _hold(self, name: str) -> bool:
+        ttl_ms = int(self.settings.trainer_lease_seconds * 1000)
+        now = time.monotonic()
+        held = name in self.trainers
+        if held and now - self._last_lease.get(name, 0.0) < self.settings.trainer_lease_seconds / 4:
+            return True
+        if not self.log.hold_lease(name, self.holder, ttl_ms):
+            if held:
+                logger.warning("policy %s: lease taken by another trainer", name)
+                del self.trainers[name]
+            return False
+        self._last_lease[name] = now
+        if not held:
+            self.trainers[name] = PolicyTrainer(
+                self.log,
+                self.settings.store,
+                name,
+                self.metrics,
+                self.settings.join_grace_seconds,
+                self.settings.trainer_read_batch,
+                holder=self.holder,
+            )
+        return True
