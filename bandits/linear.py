@@ -27,6 +27,23 @@ class LinearState(tf.Module):
         self.train_step = tf.Variable(0, dtype=tf.int64, name="train_step")
 
 
+@tf.function(reduce_retracing=True)
+def _updated(
+    gram: tf.Tensor,
+    reward_sums: tf.Tensor,
+    counts: tf.Tensor,
+    contexts: tf.Tensor,
+    actions: tf.Tensor,
+    rewards: tf.Tensor,
+    weights: tf.Tensor,
+) -> tuple[tf.Tensor, ...]:
+    """The new statistics and their float32 solution, in one compiled graph (outside the
+    Module, so exports do not carry training ops)."""
+    gram, reward_sums, counts = linalg.accumulate(gram, reward_sums, counts, contexts, actions, rewards, weights)
+    theta, gram_inverse = linalg.ridge_solution(gram, reward_sums)
+    return gram, reward_sums, counts, tf.cast(theta, tf.float32), tf.cast(gram_inverse, tf.float32)
+
+
 class LinearPolicy(Policy):
     """Shared update of the linear algorithms: exact sufficient statistics, then a fresh solve."""
 

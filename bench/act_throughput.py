@@ -134,6 +134,22 @@ class Child:
         self._log_file.close()
 
 
+def source_revision() -> dict[str, Any]:
+    """The commit benchmarked and whether the served code differs from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "service", "bandits", "exporter", "training"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {"commit": head.stdout.strip(), "served_code_modified": bool(dirty.stdout.strip())}
+
+
 def venv_tool(name: str) -> str | None:
     beside = Path(sys.executable).parent / name
     return str(beside) if beside.is_file() else shutil.which(name)
@@ -472,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (`cmd &`)
     started = time.monotonic()
+    revision, load_at_start = source_revision(), os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="banditd-bench-"))
     body = act_body(args.seed)
     with contextlib.ExitStack() as stack:
@@ -601,7 +618,13 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_s": args.warmup,
             "policy": POLICY,
             "request_body": body.decode(),
-            "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+            "host": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "loadavg_at_start": load_at_start,
+            },
+            "source": revision,
             "wall_time_s": round(elapsed, 1),
             "rows": rows,
         }  # fmt: skip

@@ -73,5 +73,10 @@ class LogClient:
         keys = [eventlog.lease_key(name), eventlog.LIVE]
         return int(self._publish(keys=keys, args=[holder, name, expected, version, eventlog.ANNOUNCE]))
 
-    def write_trainer_stats(self, name: str, stats: dict[str, Any]) -> None:
-        self.client.hset(eventlog.trainer_key(name), mapping={k: str(v) for k, v in stats.items()})
+    def write_trainer_stats(self, name: str, stats: dict[str, Any]) -> int:
+        """Stores the trainer's view of a policy; returns the number of decisions logged so far."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(eventlog.trainer_key(name), mapping={k: str(v) for k, v in stats.items()})
+            pipe.hget(eventlog.stats_key(name), eventlog.STAT_DECISIONS)
+            _, decisions = pipe.execute()
+        return int(decisions or 0)

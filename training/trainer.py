@@ -96,7 +96,7 @@ class PolicyTrainer:
         self._read_rewards()
         self.join.close_windows(self.horizon_ms)
         applied = self._update()
-        self._record_outcomes()
+        self._report()
         return applied
 
     def drain(self) -> None:
@@ -108,7 +108,7 @@ class PolicyTrainer:
                 break
         self.join.close_windows(NEVER)
         self._update()
-        self._record_outcomes()
+        self._report()
 
     def _read_decisions(self) -> None:
         for _ in range(MAX_READS_PER_STEP):  # bounded, so a backlog never starves the lease
@@ -149,13 +149,18 @@ class PolicyTrainer:
         self.metrics.applied.labels(self.name).inc(n)
         return n
 
-    def _record_outcomes(self) -> None:
+    def _report(self) -> None:
+        """Metrics, and the trainer's view of the policy in Redis (GET /policies/{name} shows it)."""
         for outcome in OUTCOMES:
             delta = self.join.outcomes[outcome] - self._reported[outcome]
             if delta > 0:
                 self.metrics.join_outcomes.labels(self.name, outcome).inc(delta)
         self._reported = Counter(self.join.outcomes)
         self.metrics.pending.labels(self.name).set(len(self.join.pending))
+        if self.holder is None:
+            return  # a replay reports nothing to Redis
+        decisions = self.log.write_trainer_stats(self.name, self.stats())
+        self.metrics.lag.labels(self.name).set(max(0, decisions - self.state.applied))
 
     # -- publishing -----------------------------------------------------------------
 
@@ -187,6 +192,7 @@ class PolicyTrainer:
         self.last_publish_ms = int(time.time() * 1000)
         self.metrics.publish_seconds.labels(self.name).observe(time.perf_counter() - start)
         self.metrics.live_checkpoint.labels(self.name).set(checkpoint)
+        self._report()
         return version
 
     def follow_live(self) -> None:
@@ -248,8 +254,6 @@ class Trainer:
                 applied += trainer.step()
                 if trainer.due():
                     trainer.publish()
-                stats = trainer.stats()
-                self.log.write_trainer_stats(name, stats)
             except LeaseLost:
                 logger.warning("policy %s: lease lost; dropping it", name)
                 del self.trainers[name]
