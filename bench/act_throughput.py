@@ -137,13 +137,16 @@ class Child:
 def source_revision() -> dict[str, Any]:
     """The commit benchmarked and whether the served code differs from it."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
+        )
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--", "service", "bandits", "exporter", "training"],
             cwd=REPO,
             capture_output=True,
             text=True,
             timeout=10,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return {}
@@ -489,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (`cmd &`)
     started = time.monotonic()
     revision, load_at_start = source_revision(), os.getloadavg()
+    if load_at_start[0] > 0.5:
+        print(f"warning: load average {load_at_start[0]:.2f} before start; other work on this machine skews results")
     tmp = Path(tempfile.mkdtemp(prefix="banditd-bench-"))
     body = act_body(args.seed)
     with contextlib.ExitStack() as stack:
