@@ -52,8 +52,10 @@ class PolicyTrainer:
         grace_seconds: float,
         read_batch: int,
         holder: str | None = None,
+        start_from: str | None = None,
     ) -> None:
-        """holder: lease holder id; None for a replay that never publishes."""
+        """holder: lease holder id; None for a replay that never publishes.
+        start_from: a version to start from instead of the live one (a replay from "1.0")."""
         self.log = log
         self.store = Path(store)
         self.name = name
@@ -61,13 +63,13 @@ class PolicyTrainer:
         self.grace_seconds = grace_seconds
         self.read_batch = read_batch
         self.holder = holder
-        self.resume()
+        self.resume(start_from)
 
     # -- resuming -------------------------------------------------------------------
 
-    def resume(self) -> None:
-        """Loads the live version: variables, stream positions and pending joins together."""
-        live = self.log.live(self.name)
+    def resume(self, version: str | None = None) -> None:
+        """Loads the live (or the given) version: variables, stream positions and pending joins together."""
+        live = version or self.log.live(self.name)
         if live is None:
             raise LookupError(f"policy {self.name!r} has no live version")
         export, checkpoint = eventlog.parse_version(live)
