@@ -117,7 +117,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         try:
             start_http_server(settings.trainer_metrics_port, addr="127.0.0.1", registry=trainer.metrics.registry)
         except OSError as error:
-            logging.getLogger(__name__).warning("no trainer /metrics on port %d: %s", settings.trainer_metrics_port, error)
+            logging.getLogger(__name__).warning(
+                "no trainer /metrics on port %d: %s", settings.trainer_metrics_port, error
+            )
     signal.signal(signal.SIGTERM, lambda signum, frame: trainer.stop())
     try:
         trainer.run()

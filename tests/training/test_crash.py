@@ -113,7 +113,10 @@ def test_sigkill_at_random_points_applies_every_event_exactly_once(
     assert replay.state.applied == resumed.state.applied == decisions
     for name in ("gram", "reward_sums", "counts", "theta", "gram_inverse"):
         np.testing.assert_allclose(
-            getattr(resumed.policy.state, name).numpy(), getattr(replay.policy.state, name).numpy(), rtol=1e-4, atol=1e-4
+            getattr(resumed.policy.state, name).numpy(),
+            getattr(replay.policy.state, name).numpy(),
+            rtol=1e-4,
+            atol=1e-4,
         )
     assert resumed.policy.state.counts.numpy().sum() == decisions  # every decision exactly once
     assert resumed.join.outcomes == replay.join.outcomes

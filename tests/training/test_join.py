@@ -12,7 +12,9 @@ WAIT_MS = 10_000
 
 
 def decision(event_id: str, ts_ms: int, action: int = 0) -> DecisionRecord:
-    return DecisionRecord(event_id, ts_ms, "p", "1.0", [float(ts_ms), 1.0], None, action, 0.5, [0.0, 0.0], False, None, 1)
+    return DecisionRecord(
+        event_id, ts_ms, "p", "1.0", [float(ts_ms), 1.0], None, action, 0.5, [0.0, 0.0], False, None, 1
+    )
 
 
 def reward(event_id: str, value: float, late: bool = False) -> RewardRecord:

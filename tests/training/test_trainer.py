@@ -10,7 +10,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.bandits.test_linear import closed_form
-from training import checkpoints
 from training.logclient import LogClient
 from training.settings import TrainerSettings
 from training.trainer import PolicyTrainer, Trainer
@@ -18,7 +17,9 @@ from training.trainer import PolicyTrainer, Trainer
 POLICY = {"name": "shop", "algorithm": "linucb", "context_dim": 4, "num_actions": 3}
 
 
-def play(client: TestClient, rounds: int, seed: int = 0, reward: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def play(
+    client: TestClient, rounds: int, seed: int = 0, reward: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Acts and rewards `rounds` times; returns the contexts, actions and rewards sent."""
     rng = np.random.default_rng(seed)
     weights = np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]])
@@ -58,7 +59,9 @@ def test_trainer_applies_the_joined_log_exactly_and_replicas_serve_it(
     version = trainer.publish()
     assert version == "1.1" and not trainer.due()
     served = wait_for_version(app_client, "1.1")
-    local = trainer.policy.greedy(np.array([[1.0, 2.0, 3.0, 4.0]], np.float32), np.ones((1, 3), bool), np.zeros(1, np.int64))
+    local = trainer.policy.greedy(
+        np.array([[1.0, 2.0, 3.0, 4.0]], np.float32), np.ones((1, 3), bool), np.zeros(1, np.int64)
+    )
     np.testing.assert_allclose(served["scores"], local["scores"].numpy()[0], rtol=1e-6)
     info = app_client.get("/policies/shop").json()
     assert info["live_version"] == "1.1"
@@ -70,7 +73,9 @@ def test_trainer_applies_the_joined_log_exactly_and_replicas_serve_it(
     assert 'serving_live_checkpoint{policy="shop"} 1.0' in metrics
 
 
-def test_decisions_without_reward_learn_the_default(app_client: TestClient, policy_trainer: Callable[..., PolicyTrainer]) -> None:
+def test_decisions_without_reward_learn_the_default(
+    app_client: TestClient, policy_trainer: Callable[..., PolicyTrainer]
+) -> None:
     app_client.post("/policies", json=POLICY | {"reward": {"wait_seconds": 0.3, "default": -2.0}})
     play(app_client, 5, reward=False)
     trainer = policy_trainer("shop", grace_seconds=0.1)
@@ -98,7 +103,9 @@ def test_a_checkpoint_restores_variables_position_and_pending_joins(
     assert list(second.join.pending) == list(first.join.pending)
     assert [p.reward_sum for p in second.join.pending.values()] == [p.reward_sum for p in first.join.pending.values()]
     for name in ("gram", "reward_sums", "counts", "theta"):
-        np.testing.assert_array_equal(getattr(first.policy.state, name).numpy(), getattr(second.policy.state, name).numpy())
+        np.testing.assert_array_equal(
+            getattr(first.policy.state, name).numpy(), getattr(second.policy.state, name).numpy()
+        )
 
 
 def test_rollback_serves_old_variables_and_the_trainer_goes_on_from_them(

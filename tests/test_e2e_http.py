@@ -1,0 +1,96 @@
+"""End to end over HTTP: the service and its trainer as processes, 8 concurrent clients playing
+the linear simulator for 10,000 rounds through /act and /reward."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from service.embedded_redis import free_port
+from tests.test_cli import wait_ready
+from training.simulators import LinearSimulator
+
+ROUNDS, WORKERS = 10_000, 8
+POLICY = {
+    "name": "sim",
+    "algorithm": "linucb",
+    "context_dim": 16,
+    "num_actions": 10,
+    "hyperparameters": {"alpha": 0.5},
+    "training": {"publish_every_examples": 10, "publish_every_seconds": 0.1},
+}
+
+
+def play(url: str, sim: LinearSimulator, contexts: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Plays every round once, WORKERS at a time; returns the chosen actions and served versions."""
+    actions = np.full(len(contexts), -1)
+    versions = [""] * len(contexts)
+    expected = sim.expected_rewards(contexts)
+    next_round = iter(range(len(contexts)))
+    lock = threading.Lock()
+    failures: list[str] = []
+
+    def worker() -> None:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            while True:
+                with lock:
+                    i = next(next_round, None)
+                if i is None:
+                    return
+                act = client.post("/act", json={"policy": "sim", "context": contexts[i].tolist()})
+                if act.status_code != 200:
+                    failures.append(act.text)
+                    return
+                body = act.json()
+                actions[i], versions[i] = body["action"], body["version"]
+                reward = float(expected[i, body["action"]] + noise[i])
+                if client.post("/reward", json={"event_id": body["event_id"], "reward": reward}).status_code != 202:
+                    failures.append("reward")
+                    return
+
+    threads = [threading.Thread(target=worker) for _ in range(WORKERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:3]
+    return actions, versions
+
+
+def test_linucb_over_http_has_at_most_a_tenth_of_uniform_regret(redis_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANDIT_")} | {
+        "REDIS_URL": redis_url,
+        "BANDIT_DEMO_POLICY": "false",
+        "BANDIT_TRAINER_METRICS_PORT": "0",
+        "BANDIT_LIVE_POLL_SECONDS": "0.2",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    command = [str(Path(sys.executable).with_name("banditd")), "up", "--port", str(port), "--data-dir", str(tmp_path)]
+    service = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(url, service)
+        assert httpx.post(f"{url}/policies", json=POLICY).status_code == 201
+        sim = LinearSimulator(seed=0)
+        contexts = sim.contexts(ROUNDS)
+        noise = sim.noise * sim.rng.normal(size=ROUNDS)
+        actions, versions = play(url, sim, contexts, noise)
+        info = httpx.get(f"{url}/policies/sim").json()
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.wait(timeout=60)
+    regret = sim.regret(contexts, actions).sum()
+    uniform = sim.uniform_regret(contexts).sum()
+    print(f"LinUCB over HTTP: regret {regret:.1f}, uniform {uniform:.1f}, ratio {regret / uniform:.4f}")
+    assert (actions >= 0).all()
+    assert regret <= 0.10 * uniform, (regret, uniform)
+    assert len(set(versions)) > 20, "the served versions should move as the trainer publishes"
+    assert info["applied_examples"] > 0.9 * ROUNDS
