@@ -153,6 +153,22 @@ def source_revision() -> dict[str, Any]:
     return {"commit": head.stdout.strip(), "served_code_modified": bool(dirty.stdout.strip())}
 
 
+def cpu_busy(seconds: float = 1.0) -> float | None:
+    """Share of all CPUs busy over `seconds` (Linux /proc/stat), to flag other work on the machine."""
+
+    def sample() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+        return sum(values), values[3] + values[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError):
+        return None
+    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
 def venv_tool(name: str) -> str | None:
     beside = Path(sys.executable).parent / name
     return str(beside) if beside.is_file() else shutil.which(name)
@@ -491,9 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (`cmd &`)
     started = time.monotonic()
-    revision, load_at_start = source_revision(), os.getloadavg()
-    if load_at_start[0] > 0.5:
-        print(f"warning: load average {load_at_start[0]:.2f} before start; other work on this machine skews results")
+    revision, busy_at_start = source_revision(), cpu_busy()
+    if busy_at_start is not None and busy_at_start > 0.2:
+        print(f"warning: CPUs {100 * busy_at_start:.0f}% busy before start; other work on this machine skews results")
     tmp = Path(tempfile.mkdtemp(prefix="banditd-bench-"))
     body = act_body(args.seed)
     with contextlib.ExitStack() as stack:
@@ -627,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
                 "cpus": os.cpu_count(),
                 "platform": platform.platform(),
                 "python": platform.python_version(),
-                "loadavg_at_start": load_at_start,
+                "cpu_busy_before_start": busy_at_start,
             },
             "source": revision,
             "wall_time_s": round(elapsed, 1),

@@ -56,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Contextual-bandit decisions served from exported TensorFlow SavedModels.",
         lifespan=lifespan,
+        # Metrics are our own (Prometheus); FastAPI's OpenTelemetry probe costs every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.api_keys = settings.api_key_set()

@@ -23,7 +23,7 @@ def _matches(token: str, keys: frozenset[str]) -> bool:
     return found
 
 
-def require_client(request: Request) -> None:
+async def require_client(request: Request) -> None:
     """/act, /reward and reads: a key from BANDIT_API_KEYS (or the admin key) when keys are set."""
     settings: Settings = request.app.state.settings
     keys = request.app.state.api_keys
@@ -37,7 +37,7 @@ def require_client(request: Request) -> None:
         raise Unauthorized("authorization: key not accepted")
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     """Admin routes: BANDIT_ADMIN_KEY whenever it is set."""
     settings: Settings = request.app.state.settings
     if not settings.admin_key:

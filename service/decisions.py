@@ -8,6 +8,7 @@ import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -112,12 +113,13 @@ class Decider:
         return response
 
     def _batch_processor(self, policy: str):  # type: ignore[no-untyped-def]
-        async def process(rows: list[Row]) -> list[bytes | ServiceError]:
+        async def process(rows: list[Row]) -> Awaitable[list[bytes | ServiceError]]:
             return await self._decide(await self.registry.get(policy), rows)
 
         return process
 
-    async def _decide(self, served: ServedPolicy, rows: list[Row]) -> list[bytes | ServiceError]:
+    async def _decide(self, served: ServedPolicy, rows: list[Row]) -> Awaitable[list[bytes | ServiceError]]:
+        """Stage one: the model call. Returns stage two, which logs the batch and answers."""
         spec = served.spec
         name = spec.name
         self.metrics.batch_size.labels(name).observe(len(rows))
@@ -142,6 +144,14 @@ class Decider:
         finally:
             slot.users -= 1
 
+        return self._record(served, rows, decided, now_ms)
+
+    async def _record(
+        self, served: ServedPolicy, rows: list[Row], decided: list[dict[str, np.ndarray] | None], now_ms: int
+    ) -> list[bytes | ServiceError]:
+        """Stage two: logs the batch's decisions, then builds each caller's answer."""
+        spec = served.spec
+        name = spec.name
         records: list[DecisionRecord] = []
         responses: list[bytes] = []
         for row, decision in zip(rows, decided, strict=True):

@@ -49,7 +49,7 @@ class RedisLog:
     def __init__(self, client: aioredis.Redis, event_ttl_margin_seconds: float) -> None:
         self.client = client
         self._margin_ms = int(event_ttl_margin_seconds * 1000)
-        self._record_decision = client.register_script(eventlog.RECORD_DECISION_LUA)
+        self._record_decisions = client.register_script(eventlog.RECORD_DECISIONS_LUA)
         self._record_reward = client.register_script(eventlog.RECORD_REWARD_LUA)
 
     @classmethod
@@ -133,23 +133,21 @@ class RedisLog:
     async def record_decisions(
         self, records: list[eventlog.DecisionRecord], responses: list[bytes], wait_seconds: float
     ) -> list[tuple[str, bytes] | None]:
-        """Writes a batch of decisions in one pipeline.
+        """Writes a batch of decisions of one policy with one script call.
 
         Returns, per row, None when it was recorded, or (policy, response) of an earlier
         decision that already holds its event id (nothing is written for that row).
         """
-        ttl_ms = int(wait_seconds * 1000) + self._margin_ms
-        async with self.client.pipeline(transaction=False) as pipe:
-            for record, response in zip(records, responses, strict=True):
-                keys = [
-                    eventlog.event_key(record.event_id),
-                    eventlog.decisions_key(record.policy),
-                    eventlog.stats_key(record.policy),
-                ]
-                args: list[Any] = [record.policy, record.ts_ms, ttl_ms, response, *_flatten(record.to_fields())]
-                await self._record_decision(keys=keys, args=args, client=pipe)
-            replies = await pipe.execute()
-        return [None if reply[0] == 1 else (_str(reply[1]), reply[2]) for reply in replies]
+        policy = records[0].policy
+        names = list(records[0].to_fields())
+        keys = [eventlog.decisions_key(policy), eventlog.stats_key(policy)]
+        args: list[Any] = [policy, records[0].ts_ms, int(wait_seconds * 1000) + self._margin_ms, len(names), *names]
+        for record, response in zip(records, responses, strict=True):
+            keys.append(eventlog.event_key(record.event_id))
+            args.append(response)
+            args.extend(record.to_fields().values())
+        replies = await self._record_decisions(keys=keys, args=args)
+        return [None if reply == 1 else (_str(reply[0]), reply[1]) for reply in replies]
 
     @_storage_errors
     async def find_decision(self, event_id: str) -> tuple[str, bytes] | None:

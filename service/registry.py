@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -89,6 +90,9 @@ class PolicyRegistry:
 
         active = await asyncio.to_thread(load_copy)
         standby = await asyncio.to_thread(load_copy)
+        # A loaded SavedModel is hundreds of thousands of long-lived Python objects; scanning
+        # them made every full garbage collection a 200 ms pause (the p99 of /act). Freeze them.
+        gc.freeze()
         self._standby[name] = standby
         self._publish(ServedPolicy(active.model.spec, active, version))
 

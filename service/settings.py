@@ -20,8 +20,8 @@ class Settings(CommonSettings):
     """Larger request bodies are refused with 413."""
     batch_max_size: int = 64
     """Most /act rows coalesced into one SavedModel call."""
-    batch_max_wait_ms: float = 1.0
-    """How long a batch waits for more rows after the model becomes free."""
+    batch_max_wait_ms: float = 0.0
+    """How long a batch waits for more rows once the model is free (0: take what is queued)."""
     event_ttl_margin_seconds: float = 3600.0
     """How long past its reward window an event stays known (late rewards get 409, not 404)."""
     demo_policy: bool = True

@@ -153,20 +153,37 @@ STAT_LATE = "late_rewards"
 STAT_DUPLICATE = "duplicate_rewards"
 
 
-# Lua that records one decision unless its event id is already known.
-# KEYS: event_key, decisions_key, stats_key
-# ARGV: policy, ts_ms, ttl_ms, response JSON, then the DecisionRecord fields as name, value, ...
-# Returns {1} when recorded, or {0, policy, response} of the earlier decision with that id.
-RECORD_DECISION_LUA = f"""
-local existing = redis.call('HMGET', KEYS[1], '{EVENT_POLICY}', '{EVENT_RESPONSE}')
-if existing[2] then return {{0, existing[1], existing[2]}} end
-redis.call('HSET', KEYS[1], '{EVENT_POLICY}', ARGV[1], '{EVENT_TS_MS}', ARGV[2],
-           '{EVENT_RESPONSE}', ARGV[4], '{EVENT_REWARDS}', 0)
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-local entry = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
-redis.call('HSET', KEYS[1], '{EVENT_ENTRY}', entry)
-redis.call('HINCRBY', KEYS[3], '{STAT_DECISIONS}', 1)
-return {{1}}
+# Lua that records a batch of decisions of one policy, skipping event ids already known.
+# KEYS: decisions_key, stats_key, then the event_key of every row
+# ARGV: policy, ts_ms, ttl_ms, F (fields per record), the F field names, then per row its
+#       response JSON and its F field values
+# Returns per row 1 when recorded, or {policy, response} of the earlier decision with that id.
+RECORD_DECISIONS_LUA = f"""
+local policy, ts, ttl, nfields = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local replies = {{}}
+local recorded = 0
+local at = 5 + nfields
+for row = 3, #KEYS do
+  local existing = redis.call('HMGET', KEYS[row], '{EVENT_POLICY}', '{EVENT_RESPONSE}')
+  if existing[2] then
+    replies[#replies + 1] = {{existing[1], existing[2]}}
+  else
+    local fields = {{}}
+    for i = 1, nfields do
+      fields[2 * i - 1] = ARGV[4 + i]
+      fields[2 * i] = ARGV[at + i]
+    end
+    local entry = redis.call('XADD', KEYS[1], '*', unpack(fields))
+    redis.call('HSET', KEYS[row], '{EVENT_POLICY}', policy, '{EVENT_TS_MS}', ts, '{EVENT_RESPONSE}', ARGV[at],
+               '{EVENT_REWARDS}', 0, '{EVENT_ENTRY}', entry)
+    redis.call('PEXPIRE', KEYS[row], ttl)
+    recorded = recorded + 1
+    replies[#replies + 1] = 1
+  end
+  at = at + 1 + nfields
+end
+if recorded > 0 then redis.call('HINCRBY', KEYS[2], '{STAT_DECISIONS}', recorded) end
+return replies
 """
 
 # Lua that records one reward for a known event, numbering it.

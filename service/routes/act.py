@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from service.auth import require_client
-from service.schemas import ActRequest, ActResponse
+from service.schemas import ActRequest, ActResponse, json_body, parse_body
 
-router = APIRouter(tags=["decisions"], dependencies=[Depends(require_client)])
+router = APIRouter(tags=["decisions"])
 
 
 @router.post(
     "/act",
     response_model=ActResponse,
+    openapi_extra=json_body(ActRequest),
     responses={404: {"description": "Unknown policy"}, 409: {"description": "event_id used by another policy"}},
 )
-async def act(body: ActRequest, request: Request) -> Response:
+async def act(request: Request) -> Response:
     """Chooses an action for a context. The response is sent only after its decision is logged."""
+    await require_client(request)
+    body = parse_body(ActRequest, await request.body())
     payload = await request.app.state.decider.act(body)
     return Response(payload, media_type="application/json")

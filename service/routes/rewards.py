@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from service.auth import require_client
 from service.errors import LateReward, NotFound
-from service.schemas import RewardRequest, RewardResponse
+from service.schemas import RewardRequest, RewardResponse, json_body, parse_body
 from training.eventlog import RewardRecord
 
-router = APIRouter(tags=["decisions"], dependencies=[Depends(require_client)])
+router = APIRouter(tags=["decisions"])
 
 
 @router.post(
     "/reward",
     status_code=202,
     response_model=RewardResponse,
+    openapi_extra=json_body(RewardRequest),
     responses={404: {"description": "Unknown or expired event_id"}, 409: {"description": "Reward after the window"}},
 )
-async def reward(body: RewardRequest, request: Request) -> RewardResponse:
+async def reward(request: Request) -> RewardResponse:
     """Reports the reward of a decision. Late rewards are logged (marked late) and answered 409."""
+    await require_client(request)
+    body = parse_body(RewardRequest, await request.body())
     log = request.app.state.log
     unknown = NotFound(f"event_id: no decision {body.event_id!r} (unknown, or expired)", "event_id")
     found = await log.decision_time(body.event_id)

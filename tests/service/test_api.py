@@ -291,8 +291,13 @@ def test_restart_keeps_policies_versions_and_counts(client_factory: ClientFactor
 def test_openapi_documents_every_schema_with_examples(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     components = schema["components"]["schemas"]
-    for name in ("ActRequest", "ActResponse", "RewardRequest", "RewardResponse", "PolicyCreate"):
+    for name in ("ActResponse", "RewardResponse", "PolicyCreate", "PolicyInfo", "RollbackRequest"):
+        assert name in components, name
+    for name in ("ActResponse", "RewardResponse", "PolicyCreate", "RollbackRequest"):
         assert components[name].get("examples"), name
+    for path in ("/act", "/reward"):
+        body = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body["examples"] and body["required"], path
     assert {"/act", "/reward", "/policies", "/policies/{name}", "/healthz", "/readyz", "/metrics"} <= set(
         schema["paths"]
     )

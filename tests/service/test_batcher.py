@@ -18,10 +18,12 @@ from service.settings import Settings
 def test_batcher_coalesces_and_keeps_order() -> None:
     calls: list[list[int]] = []
 
-    async def process(items: list[int]) -> list[int]:
+    async def process(items: list[int]) -> asyncio.Future[list[int]]:
         calls.append(items)
         await asyncio.sleep(0.01)  # a slow model: the queue fills meanwhile
-        return [item * 10 for item in items]
+        finished: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        finished.set_result([item * 10 for item in items])
+        return finished
 
     async def main() -> list[int]:
         batcher: MicroBatcher[int, int] = MicroBatcher(process, max_size=8, max_wait_seconds=0.001)
@@ -35,7 +37,7 @@ def test_batcher_coalesces_and_keeps_order() -> None:
 
 
 def test_batcher_passes_errors_to_every_caller_of_the_batch() -> None:
-    async def process(items: list[int]) -> list[int]:
+    async def process(items: list[int]) -> asyncio.Future[list[int]]:
         raise RuntimeError("model failed")
 
     async def main() -> list[object]:

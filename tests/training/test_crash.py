@@ -88,17 +88,18 @@ def test_sigkill_at_random_points_applies_every_event_exactly_once(
         # Let the last trainer close every window (1 s + 0.2 s grace) and publish.
         deadline = time.monotonic() + 90
         while True:
-            stats = {k.decode(): v.decode() for k, v in redis_client.hgetall(eventlog.trainer_key("shop")).items()}
             live = redis_client.hget(eventlog.LIVE, "shop").decode()
-            if stats.get("applied") == str(decisions) and stats.get("live") == live:
+            state = checkpoints.read_state(tmp_path / "models", "shop", *eventlog.parse_version(live))
+            if state.applied == decisions:
                 break
-            assert time.monotonic() < deadline, stats
+            assert time.monotonic() < deadline, (live, state.applied, decisions)
             time.sleep(0.1)
     finally:
         stop.set()
         streamer.join()
         trainer.send_signal(signal.SIGTERM)
         trainer.wait(timeout=30)
+    live = redis_client.hget(eventlog.LIVE, "shop").decode()
 
     # The live checkpoint, written by a trainer killed 6 times ...
     log = LogClient(redis_url)
