@@ -15,14 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 logger = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-Batch = tuple[Awaitable[list[Result]], list[tuple[Item, "asyncio.Future[Result]"]]]
 
 
 class MicroBatcher(Generic[Item, Result]):
@@ -38,7 +37,9 @@ class MicroBatcher(Generic[Item, Result]):
         self._max_size = max_size
         self._max_wait = max_wait_seconds
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Result]]] = asyncio.Queue()
-        self._finishing: asyncio.Queue[Batch[Item, Result]] = asyncio.Queue(maxsize=1)
+        self._finishing: asyncio.Queue[
+            tuple[Awaitable[list[Result]], list[tuple[Item, asyncio.Future[Result]]]]
+        ] = asyncio.Queue(maxsize=1)
         self._tasks: list[asyncio.Task[None]] = []
         self.batches = 0
 
@@ -102,7 +103,7 @@ class MicroBatcher(Generic[Item, Result]):
                     future.set_result(result)
 
 
-def _fail(batch: list[tuple[object, asyncio.Future]], error: Exception) -> None:  # type: ignore[type-arg]
+def _fail(batch: Sequence[tuple[object, asyncio.Future[Any]]], error: Exception) -> None:
     for _, future in batch:
         if not future.done():
             future.set_exception(error)
