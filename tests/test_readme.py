@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.settings import Settings
+from training.settings import TrainerSettings
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 def test_every_setting_is_documented() -> None:
-    for name in Settings.model_fields:
+    for name in set(Settings.model_fields) | set(TrainerSettings.model_fields):
         variable = "REDIS_URL" if name == "redis_url" else f"BANDIT_{name.upper()}"
         assert f"`{variable}`" in README, variable
 
