@@ -37,9 +37,9 @@ class MicroBatcher(Generic[Item, Result]):
         self._max_size = max_size
         self._max_wait = max_wait_seconds
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Result]]] = asyncio.Queue()
-        self._finishing: asyncio.Queue[
-            tuple[Awaitable[list[Result]], list[tuple[Item, asyncio.Future[Result]]]]
-        ] = asyncio.Queue(maxsize=1)
+        self._finishing: asyncio.Queue[tuple[Awaitable[list[Result]], list[tuple[Item, asyncio.Future[Result]]]]] = (
+            asyncio.Queue(maxsize=1)
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self.batches = 0
 

@@ -201,6 +201,34 @@ class PolicyCreate(BaseModel):
 
 
 class PolicyInfo(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "homepage",
+                    "algorithm": "linucb",
+                    "context_dim": 16,
+                    "num_actions": 10,
+                    "hyperparameters": {"alpha": 1.0, "ridge": 1.0, "epsilon": 0.05},
+                    "reward": {"wait_seconds": 600.0, "default": 0.0, "aggregation": "earliest"},
+                    "training": {"publish_every_examples": 1000, "publish_every_seconds": 1.0},
+                    "live_version": "1.117",
+                    "versions": [1],
+                    "decisions": 120000,
+                    "rewards": 80211,
+                    "late_rewards": 12,
+                    "duplicate_rewards": 3,
+                    "applied_examples": 119040,
+                    "pending_joins": 960,
+                    "defaulted_rewards": 38810,
+                    "trainer_lag": 960,
+                    "last_publish_time": 1795254571.083,
+                    "mean_reward": 0.213,
+                }
+            ]
+        }
+    )
+
     name: str
     algorithm: str
     context_dim: int
@@ -244,5 +272,7 @@ class PolicyList(BaseModel):
 
 
 class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ready", "detail": {"policies": 3}}]})
+
     status: str
     detail: dict[str, Any] = {}

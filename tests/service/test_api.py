@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from service.app import create_app
+from service.embedded_redis import EmbeddedRedis
+from service.settings import Settings
 from tests.service.conftest import LINUCB, ClientFactory
 from training import eventlog
 
@@ -302,3 +307,22 @@ def test_openapi_documents_every_schema_with_examples(client: TestClient) -> Non
         schema["paths"]
     )
     assert client.get("/docs").status_code == 200
+
+
+def test_redis_outage_is_503_retryable_and_readyz_says_so(
+    tmp_path: Path, settings_factory: Callable[..., Settings]
+) -> None:
+    server = EmbeddedRedis(tmp_path / "own-redis")
+    server.start()
+    try:
+        with TestClient(create_app(settings_factory(redis_url=server.url))) as client:
+            client.post("/policies", json=LINUCB)
+            assert client.get("/readyz").status_code == 200
+            server.stop()
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
+            down = client.post("/act", json={"policy": "shop", "context": CONTEXT})
+            assert down.status_code == 503 and down.json()["retryable"] is True
+            assert client.get("/healthz").status_code == 200
+    finally:
+        server.stop()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
 
 from tests.bandits.test_linear import closed_form
 from training.logclient import LogClient
@@ -156,3 +157,8 @@ def test_only_one_trainer_holds_a_policy_and_the_other_takes_over(
     assert second.trainers["shop"].state.applied == 15
     first.run_once()  # it notices the lease is gone and drops the policy without publishing
     assert "shop" not in first.trainers
+    metrics = generate_latest(second.metrics.registry).decode()
+    assert 'trainer_examples_applied_total{policy="shop"} 5.0' in metrics  # this process applied 5
+    assert 'trainer_join_outcomes_total{outcome="rewarded",policy="shop"}' in metrics
+    assert 'trainer_published_checkpoint{policy="shop"}' in metrics and "trainer_publish_seconds_count" in metrics
+    assert 'trainer_lag_events{policy="shop"} 0.0' in metrics
