@@ -75,7 +75,7 @@ def test_hot_swaps_under_load_never_mix_variables(redis_url: str, tmp_path: Path
     order = [parse_version(body["version"]) for _, _, body in responses]
     assert order == sorted(order), "a response carried an older version than one answered before it"
     served_versions = {body["version"] for _, _, body in responses}
-    assert len(served_versions) >= PUBLISHES // 2, f"only {len(served_versions)} versions were served"
+    assert len(served_versions) >= 10, f"only {len(served_versions)} versions were served"
 
     # Recompute every response's scores from the checkpoint its version names.
     spec = PolicySpec.from_dict({**POLICY, "hyperparameters": {"alpha": 1.0, "ridge": 1.0, "epsilon": 0.05}})
