@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,21 +84,29 @@ def _write_state(folder: Path, state: TrainerState) -> None:
     (folder / POSITION).write_text(json.dumps(position))
 
 
-def write(policy: Any, state: TrainerState, store: Path, name: str, export: int, checkpoint: int) -> Path:
-    """Writes variables, join state and position as one checkpoint; never overwrites one."""
-    target = checkpoint_dir(store, name, export, checkpoint)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{checkpoint}-", dir=target.parent))
+def _write_atomically(destination: Path, fill: Callable[[Path], None]) -> Path:
+    """Fills a temporary folder beside ``destination``, fsyncs it and renames it into place."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{destination.name}-", dir=destination.parent))
     try:
-        tf.train.Checkpoint(root=policy).write(str(staging / VARIABLES))
-        _write_state(staging, state)
+        fill(staging)
         _fsync_tree(staging)
         staging.chmod(0o755)
-        os.rename(staging, target)
+        os.rename(staging, destination)  # fails if destination exists: never overwritten
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return target
+    return destination
+
+
+def write(policy: Any, state: TrainerState, store: Path, name: str, export: int, checkpoint: int) -> Path:
+    """Writes variables, join state and position as one checkpoint; never overwrites one."""
+
+    def fill(folder: Path) -> None:
+        tf.train.Checkpoint(root=policy).write(str(folder / VARIABLES))
+        _write_state(folder, state)
+
+    return _write_atomically(checkpoint_dir(store, name, export, checkpoint), fill)
 
 
 def read_state(store: Path, name: str, export: int, checkpoint: int) -> TrainerState:
@@ -117,20 +126,11 @@ def copy_for_rollback(
     """A new checkpoint ``target_export.checkpoint`` with the variables of ``target`` and the
     trainer state of ``current``: the trainer goes on from the old variables without
     re-learning or skipping any event."""
-    export, _ = target
-    variables = variables_prefix(store, name, *target)
-    destination = checkpoint_dir(store, name, export, checkpoint)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{checkpoint}-", dir=destination.parent))
-    try:
-        for path in Path(variables).parent.glob(Path(variables).name + ".*"):
-            suffix = path.name[len(Path(variables).name) :]
-            shutil.copyfile(path, staging / (VARIABLES + suffix))
-        _write_state(staging, read_state(store, name, *current))
-        _fsync_tree(staging)
-        staging.chmod(0o755)
-        os.rename(staging, destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return destination
+    variables = Path(variables_prefix(store, name, *target))
+
+    def fill(folder: Path) -> None:
+        for path in variables.parent.glob(variables.name + ".*"):
+            shutil.copyfile(path, folder / (VARIABLES + path.name[len(variables.name) :]))
+        _write_state(folder, read_state(store, name, *current))
+
+    return _write_atomically(checkpoint_dir(store, name, target[0], checkpoint), fill)
