@@ -102,13 +102,33 @@ def file_digests(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): _sha256(p) for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def write_atomically(destination: Path, fill: Callable[[Path], None]) -> Path:
+    """Fills a temporary folder beside ``destination``, fsyncs it and renames it into place,
+    so readers never see a partial folder. An existing destination is never overwritten
+    (FileExistsError)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{destination.name}-", dir=destination.parent))
+    try:
+        fill(staging)
+        _fsync_tree(staging)
+        staging.chmod(0o755)
+        try:
+            os.rename(staging, destination)
+        except OSError as error:
+            if destination.exists():
+                raise FileExistsError(str(destination)) from error
+            raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return destination
 
 
 def export(policy: bandits.Policy, spec: PolicySpec, store: Path, version: int | None = None) -> int:
@@ -125,8 +145,7 @@ def export(policy: bandits.Policy, spec: PolicySpec, store: Path, version: int |
     target = root / str(version)
     if target.exists():
         raise ExportError(f"version {version} of policy {spec.name!r} already exists")
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=root))
-    try:
+    def fill(staging: Path) -> None:
         for variant in VARIANTS:
             choose = getattr(policy, variant)
             signatures = _signatures(choose, spec.context_dim, spec.num_actions)
@@ -154,12 +173,12 @@ def export(policy: bandits.Policy, spec: PolicySpec, store: Path, version: int |
             "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
             "files": file_digests(staging),
         }
-        _write_json_atomic(staging / MANIFEST, manifest)
-        staging.chmod(0o755)
-        os.rename(staging, target)  # atomic; fails if target appeared meanwhile
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+    try:
+        write_atomically(target, fill)
+    except FileExistsError as error:  # another exporter took the number meanwhile
+        raise ExportError(f"version {version} of policy {spec.name!r} already exists") from error
     logger.info("exported policy %s version %d to %s", spec.name, version, target)
     return version
 

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,32 +68,10 @@ def restore_variables(target: Any, store: Path, name: str, export: int, checkpoi
     status.expect_partial()
 
 
-def _fsync_tree(root: Path) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-
-
 def _write_state(folder: Path, state: TrainerState) -> None:
     np.savez(folder / STATE, **state.join)  # type: ignore[arg-type]
     position = {k: v for k, v in dataclasses.asdict(state).items() if k != "join"}
     (folder / POSITION).write_text(json.dumps(position))
-
-
-def _write_atomically(destination: Path, fill: Callable[[Path], None]) -> Path:
-    """Fills a temporary folder beside ``destination``, fsyncs it and renames it into place."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{destination.name}-", dir=destination.parent))
-    try:
-        fill(staging)
-        _fsync_tree(staging)
-        staging.chmod(0o755)
-        os.rename(staging, destination)  # fails if destination exists: never overwritten
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return destination
 
 
 def write(policy: Any, state: TrainerState, store: Path, name: str, export: int, checkpoint: int) -> Path:
@@ -106,7 +81,7 @@ def write(policy: Any, state: TrainerState, store: Path, name: str, export: int,
         tf.train.Checkpoint(root=policy).write(str(folder / VARIABLES))
         _write_state(folder, state)
 
-    return _write_atomically(checkpoint_dir(store, name, export, checkpoint), fill)
+    return savedmodel.write_atomically(checkpoint_dir(store, name, export, checkpoint), fill)
 
 
 def read_state(store: Path, name: str, export: int, checkpoint: int) -> TrainerState:
@@ -133,4 +108,4 @@ def copy_for_rollback(
             shutil.copyfile(path, folder / (VARIABLES + path.name[len(variables.name) :]))
         _write_state(folder, read_state(store, name, *current))
 
-    return _write_atomically(checkpoint_dir(store, name, target[0], checkpoint), fill)
+    return savedmodel.write_atomically(checkpoint_dir(store, name, target[0], checkpoint), fill)
