@@ -30,11 +30,13 @@ def accumulate(
     """
     num_actions = tf.shape(gram)[0]
     x = tf.cast(contexts, tf.float64)
-    w = tf.one_hot(actions, num_actions, dtype=tf.float64) * tf.cast(weights, tf.float64)[:, None]
-    weighted_x = w[:, :, None] * x[:, None, :]  # [n, K, d]
-    gram = gram + tf.einsum("nki,nj->kij", weighted_x, x)
-    reward_sums = reward_sums + tf.einsum("nki,n->ki", weighted_x, tf.cast(rewards, tf.float64))
-    counts = counts + tf.reduce_sum(w, axis=0)
+    w = tf.cast(weights, tf.float64)
+    outer = (w[:, None, None] * x[:, :, None]) * x[:, None, :]  # [n, d, d]: w x x^T per example
+    # Summed per action without a one-hot: n d^2 work instead of n K d^2.
+    gram = gram + tf.math.unsorted_segment_sum(outer, actions, num_actions)
+    weighted_rewards = (w * tf.cast(rewards, tf.float64))[:, None] * x  # [n, d]
+    reward_sums = reward_sums + tf.math.unsorted_segment_sum(weighted_rewards, actions, num_actions)
+    counts = counts + tf.math.unsorted_segment_sum(w, actions, num_actions)
     return gram, reward_sums, counts
 
 

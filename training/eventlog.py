@@ -103,6 +103,27 @@ class DecisionRecord:
         )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class TrainingDecision:
+    """The fields of a DecisionRecord the trainer's join needs, decoded and nothing more."""
+
+    event_id: str
+    ts_ms: int
+    context: list[float]
+    action: int
+    propensity: float
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes]) -> TrainingDecision:
+        return cls(
+            event_id=fields[b"event_id"].decode(),
+            ts_ms=int(fields[b"ts_ms"]),
+            context=orjson.loads(fields[b"context"]),
+            action=int(fields[b"action"]),
+            propensity=float(fields[b"propensity"]),
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class RewardRecord:
     """One /reward call. ``late`` rewards are kept for audit but never learned from."""

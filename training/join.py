@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from exporter.spec import RewardConfig
-from training.eventlog import DecisionRecord, RewardRecord
+from training.eventlog import RewardRecord, TrainingDecision
 
 OUTCOMES = ("rewarded", "defaulted", "late", "duplicate")
 
@@ -58,7 +58,7 @@ class RewardJoin:
         self.outcomes: Counter[str] = Counter()
         self._ready: list[tuple[str, _Pending, float]] = []
 
-    def add_decision(self, record: DecisionRecord) -> None:
+    def add_decision(self, record: TrainingDecision) -> None:
         self.pending[record.event_id] = _Pending(record.ts_ms, record.context, record.action, record.propensity)
 
     def add_reward(self, record: RewardRecord) -> None:

@@ -50,9 +50,9 @@ class LogClient:
 
     # -- the log --------------------------------------------------------------------
 
-    def read_decisions(self, name: str, after: str, count: int) -> list[tuple[str, eventlog.DecisionRecord]]:
+    def read_decisions(self, name: str, after: str, count: int) -> list[tuple[str, eventlog.TrainingDecision]]:
         entries: Any = self.client.xrange(eventlog.decisions_key(name), min=f"({after}", max="+", count=count)
-        return [(_str(entry), eventlog.DecisionRecord.from_fields(fields)) for entry, fields in entries]
+        return [(entry.decode(), eventlog.TrainingDecision.from_fields(fields)) for entry, fields in entries]
 
     def read_rewards(self, name: str, after: str, count: int) -> list[tuple[str, eventlog.RewardRecord]]:
         entries: Any = self.client.xrange(eventlog.rewards_key(name), min=f"({after}", max="+", count=count)

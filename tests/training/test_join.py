@@ -5,16 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from exporter.spec import RewardConfig
-from training.eventlog import DecisionRecord, RewardRecord
+from training.eventlog import RewardRecord, TrainingDecision
 from training.join import RewardJoin
 
 WAIT_MS = 10_000
 
 
-def decision(event_id: str, ts_ms: int, action: int = 0) -> DecisionRecord:
-    return DecisionRecord(
-        event_id, ts_ms, "p", "1.0", [float(ts_ms), 1.0], None, action, 0.5, [0.0, 0.0], False, None, 1
-    )
+def decision(event_id: str, ts_ms: int, action: int = 0) -> TrainingDecision:
+    return TrainingDecision(event_id, ts_ms, [float(ts_ms), 1.0], action, 0.5)
 
 
 def reward(event_id: str, value: float, late: bool = False) -> RewardRecord:
