@@ -53,15 +53,30 @@ class LinearPolicy(Policy):
 
     def update(self, contexts: tf.Tensor, actions: tf.Tensor, rewards: tf.Tensor, weights: tf.Tensor) -> None:
         s = self.state
-        gram, reward_sums, counts = linalg.accumulate(
-            s.gram, s.reward_sums, s.counts, contexts, actions, rewards, weights
-        )
-        theta, gram_inverse = linalg.ridge_solution(gram, reward_sums)
-        s.gram.assign(gram)
-        s.reward_sums.assign(reward_sums)
-        s.counts.assign(counts)
-        s.theta.assign(tf.cast(theta, tf.float32))
-        s.gram_inverse.assign(tf.cast(gram_inverse, tf.float32))
+        contexts = tf.convert_to_tensor(contexts, tf.float32)
+        actions = tf.convert_to_tensor(actions, tf.int32)
+        rewards = tf.convert_to_tensor(rewards, tf.float32)
+        weights = tf.convert_to_tensor(weights, tf.float32)
+        # accumulate() holds an [n, d, d] float64 tensor: bound it to about 64 MiB per call.
+        rows = max(256, (64 << 20) // (8 * self.context_dim * self.context_dim))
+        n = int(contexts.shape[0])
+        for start in range(0, n, rows):
+            chunk = slice(start, min(n, start + rows))
+            gram, reward_sums, counts, theta, gram_inverse = _updated(
+                s.gram.read_value(),  # tensors, not variables: one trace serves every shape
+                s.reward_sums.read_value(),
+                s.counts.read_value(),
+                contexts[chunk],
+                actions[chunk],
+                rewards[chunk],
+                weights[chunk],
+            )
+            s.gram.assign(gram)
+            s.reward_sums.assign(reward_sums)
+            s.counts.assign(counts)
+        if n:
+            s.theta.assign(theta)
+            s.gram_inverse.assign(gram_inverse)
         s.train_step.assign_add(1)
 
     def mean_and_width(self, context: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -309,6 +309,25 @@ def plot(curves: dict[str, np.ndarray], rounds: int, path: Path) -> None:
     plt.close(fig)
 
 
+def source_revision() -> dict[str, Any]:
+    """The commit benchmarked and whether the code under test differs from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "service", "bandits", "exporter", "training"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {"commit": head.stdout.strip(), "code_under_test_modified": bool(dirty.stdout.strip())}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=10_000, help="rounds per variant (default %(default)s)")
@@ -330,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     started = time.monotonic()
+    revision = source_revision()
+    print(f"source: {revision}", flush=True)
     problem = Problem(args.rounds, args.seed)
     uniform = problem.sim.uniform_regret(problem.contexts)
     curves: dict[str, np.ndarray] = {}
@@ -401,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "curves_every_100_rounds": {k: v[99::100].round(3).tolist() for k, v in curves.items()},
         "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "source": revision,
         "wall_time_s": round(elapsed, 1),
         "plot": str(args.plot),
     }

@@ -26,6 +26,11 @@ checkpoint whose position.json (<data_dir>/models/<policy>/<E>/checkpoints/<C>/p
 has rewards_position >= that entry id (stream ids compared as (ms, seq) integer pairs). The
 latency is the time that /act response arrived minus t0. A sample not served within --timeout
 seconds counts as a timeout (reported; its latency is taken as the timeout for percentiles).
+Each sample is also split at the moment the served checkpoint was written (mtime of its
+position.json): reward -> checkpoint written (the trainer waiting for its publish clock,
+reading, updating, writing the files) and checkpoint written -> served (fsync and rename, the
+publish script and its announcement, the replica restoring the variables, the polling step);
+the intervals between consecutive checkpoints show the trainer's real publish cadence.
 
 Prints a markdown table (p50, p95, max, target verdict) and writes
 bench/results/reward_latency.json. Every process it started is stopped on exit, error, Ctrl-C
@@ -157,6 +162,20 @@ class Positions:
             self._cache[version] = found
         return found
 
+    def written_at(self, export: int, checkpoint: int) -> float | None:
+        """Wall-clock time the trainer wrote checkpoint export.checkpoint (mtime of its position.json)."""
+        path = self.store / self.policy / str(export) / "checkpoints" / str(checkpoint) / "position.json"
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            return None
+
+    def publish_times(self, export: int = 1) -> list[float]:
+        """Write times of every checkpoint of an export, in checkpoint order."""
+        folder = self.store / self.policy / str(export) / "checkpoints"
+        numbers = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+        return [t for n in numbers if (t := self.written_at(export, n)) is not None]
+
 
 @dataclass
 class Sample:
@@ -167,6 +186,12 @@ class Sample:
     served_version: str | None
     polls: int
     reward_call_ms: float
+    reward_to_checkpoint_s: float | None = None
+    """t0 -> the served checkpoint's position.json written (the trainer's wait, step and write)."""
+    checkpoint_to_served_s: float | None = None
+    """position.json written -> the /act response naming it (publish, announce, swap, poll)."""
+    publish_interval_s: float | None = None
+    """Time between the previous checkpoint's write and the served one's."""
 
 
 def find_reward_entry(client: redis.Redis, policy: str, event_id: str, timeout: float = 5.0) -> str:
@@ -200,6 +225,7 @@ def take_sample(
     sent = time.perf_counter()
     answer = http.post("/reward", json={"event_id": event_id, "reward": reward})
     t0 = time.perf_counter()
+    t0_wall = time.time()
     if answer.status_code != 202 or not answer.json()["accepted"]:
         raise RuntimeError(f"POST /reward: {answer.status_code} {answer.text[:300]}")
     entry = entry_key(find_reward_entry(log, POLICY_NAME, event_id))
@@ -213,7 +239,15 @@ def take_sample(
         served.raise_for_status()
         version = served.json()["version"]
         if positions.rewards_position(version) >= entry:
-            return Sample(index, delay, entry_text, arrived - t0, version, polls, (t0 - sent) * 1000)
+            sample = Sample(index, delay, entry_text, arrived - t0, version, polls, (t0 - sent) * 1000)
+            export, checkpoint = eventlog.parse_version(version)
+            written, previous = positions.written_at(export, checkpoint), positions.written_at(export, checkpoint - 1)
+            if written is not None:
+                sample.reward_to_checkpoint_s = written - t0_wall
+                sample.checkpoint_to_served_s = (t0_wall + (arrived - t0)) - written
+                if previous is not None:
+                    sample.publish_interval_s = written - previous
+            return sample
         time.sleep(poll_s)
     return Sample(index, delay, entry_text, None, None, polls, (t0 - sent) * 1000)
 
@@ -249,6 +283,25 @@ def percentile(values: list[float], p: float) -> float:
     return float(np.percentile(np.asarray(values), p, method="linear")) if values else float("nan")
 
 
+def source_revision() -> dict[str, Any]:
+    """The commit benchmarked and whether the code under test differs from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "service", "bandits", "exporter", "training"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {"commit": head.stdout.strip(), "code_under_test_modified": bool(dirty.stdout.strip())}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=100, help="number of measured rewards (default %(default)s)")
@@ -268,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     started = time.monotonic()
+    revision = source_revision()
+    print(f"source: {revision}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="banditd-latency-"))
     rng = random.Random(args.seed)
     sim = LinearSimulator(seed=args.seed + 1000)
@@ -335,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         for t in threads:
             t.join(timeout=30)
         info = http.get(f"/policies/{POLICY_NAME}").json()
+        written = positions.publish_times()
+        intervals = np.diff(np.asarray(written)) if len(written) > 1 else np.zeros(0)
 
     latencies = [s.latency_s if s.latency_s is not None else args.timeout for s in samples]
     timeouts = sum(1 for s in samples if s.latency_s is None)
@@ -354,6 +411,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print(f"Target (p95 <= {TARGET_P95_S:g} s): {'MET' if met else 'NOT MET'} (p95 {p95:.3f} s)")
+    parts = {
+        "reward -> checkpoint written": [s.reward_to_checkpoint_s for s in samples],
+        "checkpoint written -> served": [s.checkpoint_to_served_s for s in samples],
+    }
+    print()
+    print("Where the time goes (per sample; checkpoint write time = mtime of its position.json):")
+    print()
+    print("| part | p50 | p95 | max |")
+    print("|---|---:|---:|---:|")
+    for part, values in parts.items():
+        known = [v for v in values if v is not None]
+        print(
+            f"| {part} | {percentile(known, 50) * 1000:.0f} ms | {percentile(known, 95) * 1000:.0f} ms | "
+            f"{max(known, default=float('nan')) * 1000:.0f} ms |"
+        )
+    if len(intervals):
+        print(
+            f"| interval between checkpoints ({len(intervals)}) | {percentile(list(intervals), 50) * 1000:.0f} ms | "
+            f"{percentile(list(intervals), 95) * 1000:.0f} ms | {intervals.max() * 1000:.0f} ms |"
+        )
     if errors:
         print(f"background errors: {len(errors)} (first: {errors[0]})")
     elapsed = time.monotonic() - started
@@ -364,9 +441,17 @@ def main(argv: list[str] | None = None) -> int:
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "policy": policy,
         "background_act_reward_per_s": background_rate,
+        "checkpoint_intervals_s": {
+            "count": len(intervals),
+            "mean": float(intervals.mean()) if len(intervals) else None,
+            "p50": percentile(list(intervals), 50),
+            "p95": percentile(list(intervals), 95),
+            "max": float(intervals.max()) if len(intervals) else None,
+        },
         "background_errors": errors[:20],
         "policy_info_at_end": info,
         "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "source": revision,
         "wall_time_s": round(elapsed, 1),
         "samples": [asdict(s) for s in samples],
     }  # fmt: skip

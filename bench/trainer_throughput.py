@@ -19,8 +19,9 @@ Two measurements per shape (d, K):
     sides did the same work. Reported: the median examples/s over --repeats.
     A diagnostic table adds two variants that are not the service's code path: the same TF math
     run as one compiled graph (``bandits.linear._updated``, a tf.function the policy defines but
-    ``update`` does not call), and numpy using TF's formulation (a one-hot [n, K, d] tensor and one
-    matmul, O(n K d^2) instead of the per-action O(n d^2)).
+    ``update`` does not call), and numpy with a one-hot formulation (a one-hot-weighted
+    [n, K, d] tensor and one matmul, O(n K d^2) work instead of the per-action O(n d^2); the
+    formulation bandits.linalg.accumulate used before commit afad57f).
 
 (b) The whole trainer path. Starts redis-server (EmbeddedRedis) in a temp dir, creates the
     policy through the real app in process (fastapi TestClient, POST /policies: build, export
@@ -47,6 +48,7 @@ import platform
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -408,6 +410,25 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
     return shapes
 
 
+def source_revision() -> dict[str, Any]:
+    """The commit benchmarked and whether the code under test differs from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "service", "bandits", "exporter", "training"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {"commit": head.stdout.strip(), "code_under_test_modified": bool(dirty.stdout.strip())}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default="16x10,64x50", help="comma-separated DxK (default %(default)s)")
@@ -436,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     started = time.monotonic()
+    revision = source_revision()
+    print(f"source: {revision}", flush=True)
     print(f"tensorflow {tf.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs", flush=True)
 
     update_rows = []
@@ -473,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(update_table(update_rows))
     print()
-    print("Diagnostic (not the service's path): the same update as a compiled graph, and numpy in TF's formulation:")
+    print("Diagnostic (not the service's path): the same update as a compiled graph; numpy with a one-hot formulation:")
     print()
     print(diagnostic_table(update_rows))
     if trainer_rows:
@@ -505,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                  "tensorflow": tf.__version__, "numpy": np.__version__},
+        "source": revision,
         "wall_time_s": round(elapsed, 1),
         "update_only": update_rows,
         "trainer": trainer_rows,

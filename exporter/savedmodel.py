@@ -145,6 +145,7 @@ def export(policy: bandits.Policy, spec: PolicySpec, store: Path, version: int |
     target = root / str(version)
     if target.exists():
         raise ExportError(f"version {version} of policy {spec.name!r} already exists")
+
     def fill(staging: Path) -> None:
         for variant in VARIANTS:
             choose = getattr(policy, variant)

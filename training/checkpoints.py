@@ -56,6 +56,25 @@ def variables_prefix(store: Path, name: str, export: int, checkpoint: int) -> st
     return str(checkpoint_dir(store, name, export, checkpoint) / VARIABLES)
 
 
+def list_checkpoints(store: Path, name: str, export: int) -> list[int]:
+    """Complete checkpoints of an export, ascending."""
+    root = savedmodel.version_dir(store, name, export) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / POSITION).is_file())
+
+
+def delete(store: Path, name: str, export: int, checkpoint: int) -> None:
+    """Removes a checkpoint: renamed aside first, so no reader ever sees half of one."""
+    folder = checkpoint_dir(store, name, export, checkpoint)
+    doomed = folder.with_name(f".deleting-{checkpoint}")
+    try:
+        folder.rename(doomed)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def exists(store: Path, name: str, export: int, checkpoint: int) -> bool:
     if checkpoint == 0:
         return (savedmodel.version_dir(store, name, export) / savedmodel.MANIFEST).is_file()

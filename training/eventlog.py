@@ -159,6 +159,18 @@ class RewardRecord:
             sequence=int(f["sequence"]),
         )
 
+    @classmethod
+    def from_raw(cls, fields: dict[bytes, bytes]) -> RewardRecord:
+        """from_fields for the bytes that redis-py returns, without a text copy of every field."""
+        return cls(
+            event_id=fields[b"event_id"].decode(),
+            ts_ms=int(fields[b"ts_ms"]),
+            reward=float(fields[b"reward"]),
+            late=fields[b"late"] == b"1",
+            decision_entry=fields[b"decision_entry"].decode(),
+            sequence=int(fields[b"sequence"]),
+        )
+
 
 # Fields of the per-event hash (event_key).
 EVENT_POLICY = "policy"
@@ -280,11 +292,10 @@ def parse_version(version: str) -> tuple[int, int]:
     return int(export), int(checkpoint or 0)
 
 
-def entry_le(a: str, b: str) -> bool:
-    """Stream entry id a <= b ('<ms>-<seq>')."""
-    a_ms, _, a_seq = a.partition("-")
-    b_ms, _, b_seq = b.partition("-")
-    return (int(a_ms), int(a_seq or 0)) <= (int(b_ms), int(b_seq or 0))
+def entry_key(entry: str) -> tuple[int, int]:
+    """A stream entry id '<ms>-<seq>' as a tuple that sorts like the stream."""
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def entry_ms(entry: str) -> int:

@@ -56,7 +56,7 @@ class LogClient:
 
     def read_rewards(self, name: str, after: str, count: int) -> list[tuple[str, eventlog.RewardRecord]]:
         entries: Any = self.client.xrange(eventlog.rewards_key(name), min=f"({after}", max="+", count=count)
-        return [(_str(entry), eventlog.RewardRecord.from_fields(fields)) for entry, fields in entries]
+        return [(entry.decode(), eventlog.RewardRecord.from_raw(fields)) for entry, fields in entries]
 
     # -- leases and publishing ------------------------------------------------------
 

@@ -40,5 +40,8 @@ class TrainerSettings(CommonSettings):
     """A trainer that stops renewing its lease on a policy loses it after this long."""
     join_grace_seconds: float = 2.0
     """Extra wait after a reward window before a decision without reward gets the default."""
+    keep_checkpoints: int = 200
+    """Checkpoints kept per export (the newest; older ones are deleted; 0 keeps all). Rollback
+    can reach only what is kept."""
     trainer_policies: str = ""
     """Comma-separated policies this trainer may train (shard); empty: all."""

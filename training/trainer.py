@@ -53,9 +53,12 @@ class PolicyTrainer:
         read_batch: int,
         holder: str | None = None,
         start_from: str | None = None,
+        keep_checkpoints: int = 0,
     ) -> None:
         """holder: lease holder id; None for a replay that never publishes.
-        start_from: a version to start from instead of the live one (a replay from "1.0")."""
+        start_from: a version to start from instead of the live one (a replay from "1.0").
+        keep_checkpoints: how many of the newest checkpoints to keep on disk (0: all)."""
+        self.keep_checkpoints = keep_checkpoints
         self.log = log
         self.store = Path(store)
         self.name = name
@@ -126,8 +129,9 @@ class PolicyTrainer:
         started_ms = self.log.server_time_ms()
         for _ in range(MAX_READS_PER_STEP):
             batch = self.log.read_rewards(self.name, self.state.rewards_position, self.read_batch)
+            read_up_to = eventlog.entry_key(self.state.decisions_position)
             for entry, record in batch:
-                if not eventlog.entry_le(record.decision_entry, self.state.decisions_position):
+                if eventlog.entry_key(record.decision_entry) > read_up_to:
                     # Its decision arrived after our read: wait for the next step.
                     self.horizon_ms = max(self.horizon_ms, eventlog.entry_ms(entry) - 1)
                     return
@@ -190,12 +194,24 @@ class PolicyTrainer:
             return None
         self.live = version
         self.unpublished = 0
-        self.last_publish = time.monotonic()
+        # Keep the cadence: the next deadline counts from this one's, not from when it finished.
+        period = self.spec.training.publish_every_seconds
+        now = time.monotonic()
+        self.last_publish = self.last_publish + period if now - self.last_publish < 2 * period else now
         self.last_publish_ms = int(time.time() * 1000)
+        self._prune(checkpoint)
         self.metrics.publish_seconds.labels(self.name).observe(time.perf_counter() - start)
         self.metrics.live_checkpoint.labels(self.name).set(checkpoint)
         self._report()
         return version
+
+    def _prune(self, newest: int) -> None:
+        """Deletes this export's checkpoints beyond the newest ``keep_checkpoints`` (never the live one)."""
+        if self.keep_checkpoints <= 0:
+            return
+        for old in checkpoints.list_checkpoints(self.store, self.name, self.export)[: -self.keep_checkpoints]:
+            if old != newest:
+                checkpoints.delete(self.store, self.name, self.export, old)
 
     def follow_live(self) -> None:
         """Resumes from the live version if someone else (a rollback) moved it."""
@@ -282,5 +298,6 @@ class Trainer:
                 self.settings.join_grace_seconds,
                 self.settings.trainer_read_batch,
                 holder=self.holder,
+                keep_checkpoints=self.settings.keep_checkpoints,
             )
         return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 
 from tests.bandits.test_linear import closed_form
+from training import checkpoints
 from training.logclient import LogClient
+from training.metrics import TrainerMetrics
 from training.settings import TrainerSettings
 from training.trainer import PolicyTrainer, Trainer
 
@@ -162,3 +165,17 @@ def test_only_one_trainer_holds_a_policy_and_the_other_takes_over(
     assert 'trainer_join_outcomes_total{outcome="rewarded",policy="shop"}' in metrics
     assert 'trainer_published_checkpoint{policy="shop"}' in metrics and "trainer_publish_seconds_count" in metrics
     assert 'trainer_lag_events{policy="shop"} 0.0' in metrics
+
+
+def test_old_checkpoints_are_pruned(app_client: TestClient, log_client: LogClient, tmp_path: Path) -> None:
+    app_client.post("/policies", json=POLICY)
+    assert log_client.hold_lease("shop", "pruner", 60_000)
+    trainer = PolicyTrainer(
+        log_client, tmp_path / "models", "shop", TrainerMetrics(), 0.1, 1000, holder="pruner", keep_checkpoints=2
+    )
+    for seed in range(4):
+        play(app_client, 3, seed=seed)
+        trainer.step()
+        trainer.publish()
+    assert checkpoints.list_checkpoints(tmp_path / "models", "shop", 1) == [3, 4]
+    assert trainer.live == "1.4"
