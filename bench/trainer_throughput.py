@@ -374,7 +374,7 @@ def update_table(rows: list[dict[str, Any]]) -> str:
 
 def diagnostic_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| shape | batch | TF eager (policy.update) ex/s | TF graph (_updated) ex/s | numpy per-action ex/s | "
+        "| shape | batch | TF policy.update ex/s | TF _updated alone (one chunk) ex/s | numpy per-action ex/s | "
         "numpy one-hot ex/s |",
         "|---|---:|---:|---:|---:|---:|",
     ]
