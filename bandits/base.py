@@ -62,5 +62,15 @@ class Policy(tf.Module, abc.ABC):
         """The exploring choice whose propensity is logged. Same shapes as ``greedy``."""
 
     @abc.abstractmethod
+    def probabilities(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """[batch, K] float32: the collect policy's probability of every action (exact, or
+        estimated by sampling where the policy samples). Used for off-policy evaluation."""
+
+    def greedy_probabilities(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """[batch, K] float32: the greedy policy's distribution, one-hot on its action."""
+        action = self.greedy(context, mask, seed)["action"]
+        return tf.one_hot(action, self.num_actions, dtype=tf.float32)
+
+    @abc.abstractmethod
     def update(self, contexts: tf.Tensor, actions: tf.Tensor, rewards: tf.Tensor, weights: tf.Tensor) -> None:
         """Trains on n examples. contexts: [n, d], actions: [n] int32, rewards: [n], weights: [n]."""

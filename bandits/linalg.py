@@ -97,6 +97,17 @@ def sample_categorical(probabilities: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
     return tf.argmax(tf.cast(above, tf.int32), axis=-1, output_type=tf.int32)
 
 
+def sampled_argmax_distribution(
+    mean: tf.Tensor, width: tf.Tensor, scale: float, mask: tf.Tensor, noise: tf.Tensor
+) -> tf.Tensor:
+    """Share of posterior draws each action wins. mean, width: [batch, K]; mask: [batch, K] bool;
+    noise: [batch, S, K] standard normal. Returns [batch, K] float32 summing to 1 per row."""
+    samples = mean[:, None, :] + scale * width[:, None, :] * noise
+    mask_s = tf.broadcast_to(mask[:, None, :], tf.shape(samples))
+    winners = masked_argmax(samples, mask_s)  # [batch, S]
+    return tf.reduce_mean(tf.one_hot(winners, tf.shape(mean)[1], dtype=tf.float32), axis=1)
+
+
 def sampled_argmax_frequency(
     mean: tf.Tensor, width: tf.Tensor, scale: float, mask: tf.Tensor, noise: tf.Tensor, action: tf.Tensor
 ) -> tf.Tensor:

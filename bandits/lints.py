@@ -46,6 +46,12 @@ class LinearThompson(LinearPolicy):
         action = linalg.masked_argmax(mean, mask)
         return {"action": action, "propensity": tf.ones_like(mean[:, 0]), "scores": mean}
 
+    def probabilities(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        mean, width = self.mean_and_width(context)
+        s, k = self.config.propensity_samples, self.num_actions
+        noise = tf.reshape(rng.normal(seed, s * k, _PROPENSITY_STREAM), [-1, s, k])
+        return linalg.sampled_argmax_distribution(mean, width, self.config.exploration_scale, mask, noise)
+
     def collect(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> Decision:
         mean, width = self.mean_and_width(context)
         scale = self.config.exploration_scale

@@ -43,6 +43,9 @@ class LinUCB(LinearPolicy):
         action = linalg.masked_argmax(scores, mask)
         return {"action": action, "propensity": tf.ones_like(scores[:, 0]), "scores": scores}
 
+    def probabilities(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        return linalg.epsilon_greedy_probabilities(self.ucb_scores(context), mask, self.config.epsilon)
+
     def collect(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> Decision:
         scores = self.ucb_scores(context)
         probabilities = linalg.epsilon_greedy_probabilities(scores, mask, self.config.epsilon)

@@ -36,6 +36,16 @@ class LoadedVersion:
         )
         return {key: value.numpy() for key, value in out.items()}
 
+    def probabilities(self, greedy: bool, context: np.ndarray, mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
+        """[B, K] float32: the signature's probability of every action for each row."""
+        model = self.greedy_model if greedy else self.collect_model
+        out = model.signatures["probabilities"](
+            context=tf.constant(context, tf.float32),
+            mask=tf.constant(mask, tf.bool),
+            seed=tf.constant(seed, tf.int64),
+        )
+        return out["probabilities"].numpy()
+
 
 def load(store: Path, name: str, version: int, verify: bool = True) -> LoadedVersion:
     """Loads a version; with verify, every file is first checked against the manifest."""

@@ -8,7 +8,9 @@ Each SavedModel has three signatures over the same variables:
     serving_default(context [B, d] float32, mask [B, K] bool)
     context_only(context [B, d] float32)                      -- every action allowed
     seeded(context, mask, seed [B] int64)                      -- reproducible randomness
-all returning action [B] int32, propensity [B] float32, scores [B, K] float32.
+all returning action [B] int32, propensity [B] float32, scores [B, K] float32, and
+    probabilities(context, mask, seed) -> probabilities [B, K] float32
+the signature's whole action distribution (for off-policy evaluation).
 Later input kinds (candidate sets with per-action features) are new signatures beside
 these, so existing callers keep working.
 
@@ -39,7 +41,7 @@ logger = logging.getLogger(__name__)
 VARIANTS = ("greedy", "collect")
 MANIFEST = "manifest.json"
 FORMAT = 1
-SIGNATURE_NAMES = ("serving_default", "context_only", "seeded")
+SIGNATURE_NAMES = ("serving_default", "context_only", "seeded", "probabilities")
 
 
 class ExportError(Exception):
@@ -68,7 +70,12 @@ def _random_seeds(context: tf.Tensor) -> tf.Tensor:
     return tf.random.uniform(batch, minval=0, maxval=tf.int64.max, dtype=tf.int64)
 
 
-def _signatures(choose: Callable[..., bandits.base.Decision], context_dim: int, num_actions: int) -> dict:
+def _signatures(
+    choose: Callable[..., bandits.base.Decision],
+    distribution: Callable[..., tf.Tensor],
+    context_dim: int,
+    num_actions: int,
+) -> dict:
     context_spec = tf.TensorSpec([None, context_dim], tf.float32, name="context")
     mask_spec = tf.TensorSpec([None, num_actions], tf.bool, name="mask")
     seed_spec = tf.TensorSpec([None], tf.int64, name="seed")
@@ -86,7 +93,16 @@ def _signatures(choose: Callable[..., bandits.base.Decision], context_dim: int, 
         mask = tf.ones([tf.shape(context)[0], num_actions], tf.bool)
         return choose(context, mask, _random_seeds(context))
 
-    return {"serving_default": serving_default, "context_only": context_only, "seeded": seeded}
+    @tf.function(input_signature=[context_spec, mask_spec, seed_spec])
+    def probabilities(context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> dict:
+        return {"probabilities": distribution(context, mask, seed)}
+
+    return {
+        "serving_default": serving_default,
+        "context_only": context_only,
+        "seeded": seeded,
+        "probabilities": probabilities,
+    }
 
 
 def _sha256(path: Path) -> str:
@@ -149,7 +165,8 @@ def export(policy: bandits.Policy, spec: PolicySpec, store: Path, version: int |
     def fill(staging: Path) -> None:
         for variant in VARIANTS:
             choose = getattr(policy, variant)
-            signatures = _signatures(choose, spec.context_dim, spec.num_actions)
+            distribution = policy.greedy_probabilities if variant == "greedy" else policy.probabilities
+            signatures = _signatures(choose, distribution, spec.context_dim, spec.num_actions)
             tf.saved_model.save(policy, str(staging / variant), signatures=signatures)
         manifest = {
             "format": FORMAT,

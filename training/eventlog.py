@@ -67,6 +67,12 @@ class DecisionRecord:
     unit_id: str | None
     seed: int
     """The per-row RNG seed: with the version it reproduces the decision exactly."""
+    experiment: str | None = None
+    """The experiment that routed this decision to ``policy``, if any."""
+    variant: str | None = None
+    variant_probability: float = 1.0
+    """Probability with which the experiment chose this variant; ``propensity`` is the
+    action's probability under the variant's policy, their product the overall one."""
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -82,6 +88,9 @@ class DecisionRecord:
             "greedy": "1" if self.greedy else "0",
             "unit_id": self.unit_id or "",
             "seed": str(self.seed),
+            "experiment": self.experiment or "",
+            "variant": self.variant or "",
+            "variant_probability": repr(float(self.variant_probability)),
         }
 
     @classmethod
@@ -100,6 +109,9 @@ class DecisionRecord:
             greedy=f["greedy"] == "1",
             unit_id=f["unit_id"] or None,
             seed=int(f["seed"]),
+            experiment=f.get("experiment") or None,
+            variant=f.get("variant") or None,
+            variant_probability=float(f.get("variant_probability", 1.0)),
         )
 
 

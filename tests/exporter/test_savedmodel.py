@@ -48,6 +48,17 @@ def test_export_then_load_gives_identical_decisions(store: Path, algorithm: str)
             np.testing.assert_array_equal(direct[key].numpy(), served[key], err_msg=f"{variant} {key}")
         assert mask[np.arange(32), served["action"]].all()
     np.testing.assert_array_equal(loaded.decide(True, context, mask, seed)["propensity"], 1.0)
+    # The whole distribution: sums to one, zero on masked actions, and agrees with the propensity.
+    for greedy in (True, False):
+        dist = loaded.probabilities(greedy, context, mask, seed)
+        np.testing.assert_allclose(dist.sum(axis=1), 1.0, rtol=1e-5)
+        assert (dist[~mask] == 0).all()
+        chosen = loaded.decide(greedy, context, mask, seed)
+        picked = dist[np.arange(32), chosen["action"]]
+        if algorithm == "linucb" or greedy:
+            np.testing.assert_allclose(picked, chosen["propensity"], rtol=1e-6)
+        else:  # both estimated from the same 256 draws; the propensity counts the decisive draw too
+            np.testing.assert_allclose(picked, (chosen["propensity"] * 257 - 1) / 256, atol=1e-5)
 
 
 def test_layout_manifest_and_checksums(store: Path) -> None:
@@ -101,7 +112,7 @@ def test_saved_model_cli_lists_the_signatures(store: Path) -> None:
         [str(cli), "show", "--all", "--dir", str(store / "p" / "1" / "collect")],
         capture_output=True, text=True, check=True, env=env, timeout=120,
     ).stdout  # fmt: skip
-    for name in ("serving_default", "context_only", "seeded"):
+    for name in ("serving_default", "context_only", "seeded", "probabilities"):
         assert f"signature_def['{name}']" in shown
     for tensor in ("context", "mask", "seed", "action", "propensity", "scores"):
         assert f"['{tensor}']" in shown
