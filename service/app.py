@@ -11,12 +11,13 @@ from fastapi import FastAPI
 from exporter.spec import PolicySpec, RewardConfig, resolve
 from service import errors
 from service.decisions import Decider
+from service.experiments import ExperimentRouter
 from service.livewatch import LiveWatch
 from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestMetrics
 from service.redislog import RedisLog
 from service.registry import PolicyRegistry
-from service.routes import act, health, policies, rewards
+from service.routes import act, experiments, health, policies, rewards
 from service.settings import Settings
 from service.version import __version__
 
@@ -36,9 +37,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log = RedisLog.from_url(settings.redis_url, settings.event_ttl_margin_seconds)  # type: ignore[arg-type]
         registry = PolicyRegistry(settings.store, log, on_swap=metrics.set_live)
-        decider = Decider(registry, log, metrics, settings.batch_max_size, settings.batch_max_wait_ms / 1000)
+        experiments = ExperimentRouter(log)
+        decider = Decider(
+            registry, log, metrics, settings.batch_max_size, settings.batch_max_wait_ms / 1000, experiments
+        )
         watch = LiveWatch(registry, log, settings.live_poll_seconds)
         app.state.log, app.state.registry, app.state.decider = log, registry, decider
+        app.state.experiments = experiments
         try:
             await registry.start()
             if settings.demo_policy and DEMO_POLICY.name not in registry.loaded():
@@ -63,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = settings.api_key_set()
     app.state.metrics = metrics
     errors.install(app)
-    for router in (act.router, rewards.router, policies.router, health.router):
+    for router in (act.router, rewards.router, policies.router, experiments.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)

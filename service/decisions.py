@@ -16,6 +16,7 @@ import orjson
 
 from service.batcher import MicroBatcher
 from service.errors import Conflict, InvalidInput, ServiceError
+from service.experiments import ExperimentRouter
 from service.metrics import Metrics
 from service.redislog import RedisLog
 from service.registry import PolicyRegistry, ServedPolicy
@@ -41,6 +42,9 @@ class Row:
     mask: np.ndarray | None  # [K] bool
     greedy: bool
     unit_id: str | None
+    experiment: str | None = None
+    variant: str | None = None
+    variant_probability: float = 1.0
 
 
 def validate_inputs(
@@ -74,7 +78,9 @@ class Decider:
         metrics: Metrics,
         batch_max_size: int,
         batch_max_wait_seconds: float,
+        experiments: ExperimentRouter,
     ) -> None:
+        self.experiments = experiments
         self.registry = registry
         self.log = log
         self.metrics = metrics
@@ -90,17 +96,32 @@ class Decider:
 
     async def act(self, request: ActRequest) -> bytes:
         """The JSON body of the /act response, returned once its decision is in Redis."""
-        served = await self.registry.get(request.policy)
-        context, mask = validate_inputs(served.spec.context_dim, served.spec.num_actions, request)
         if request.event_id is not None:
             earlier = await self.log.find_decision(request.event_id)
             if earlier is not None:
                 return self._repeat(request, *earlier)
-        row = Row(request.event_id or uuid.uuid4().hex, context, mask, request.greedy, request.unit_id)
-        batcher = self._batchers.get(request.policy)
+        event_id = request.event_id or uuid.uuid4().hex
+        assignment = None
+        if request.experiment is not None:
+            assignment = await self.experiments.assign(request.experiment, request.unit_id, seed_for(event_id))
+            policy = assignment.variant.policy
+        else:
+            assert request.policy is not None
+            policy = request.policy
+        served = await self.registry.get(policy)
+        context, mask = validate_inputs(served.spec.context_dim, served.spec.num_actions, request)
+        row = Row(event_id, context, mask, request.greedy, request.unit_id)
+        if assignment is not None:
+            row = dataclasses.replace(
+                row,
+                experiment=assignment.experiment.name,
+                variant=assignment.variant.name,
+                variant_probability=assignment.probability,
+            )
+        batcher = self._batchers.get(policy)
         if batcher is None:
-            batcher = MicroBatcher(self._batch_processor(request.policy), self._max_size, self._max_wait)
-            self._batchers[request.policy] = batcher
+            batcher = MicroBatcher(self._batch_processor(policy), self._max_size, self._max_wait)
+            self._batchers[policy] = batcher
         result = await batcher.submit(row)
         if isinstance(result, ServiceError):
             raise result
@@ -108,7 +129,10 @@ class Decider:
 
     @staticmethod
     def _repeat(request: ActRequest, policy: str, response: bytes) -> bytes:
-        if policy != request.policy:
+        if request.experiment is not None:
+            if orjson.loads(response).get("experiment") != request.experiment:
+                raise Conflict("event_id: already used by a decision outside this experiment", "event_id")
+        elif policy != request.policy:
             raise Conflict(f"event_id: already used by a decision of policy {policy!r}", "event_id")
         return response
 
@@ -165,6 +189,11 @@ class Decider:
                 "version": served.version,
                 "scores": out["scores"],
             }
+            if row.experiment is not None:
+                body["propensity"] = np.float32(row.variant_probability * float(out["propensity"]))
+                body["experiment"] = row.experiment
+                body["variant"] = row.variant
+                body["variant_probability"] = row.variant_probability
             responses.append(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY))
             records.append(
                 DecisionRecord(
@@ -180,6 +209,9 @@ class Decider:
                     greedy=row.greedy,
                     unit_id=row.unit_id,
                     seed=seed_for(row.event_id),
+                    experiment=row.experiment,
+                    variant=row.variant,
+                    variant_probability=row.variant_probability,
                 )
             )
         earlier = await self.log.record_decisions(records, responses, spec.reward.wait_seconds)

@@ -116,6 +116,52 @@ class RedisLog:
         raw: dict[Any, Any] = await self.client.hgetall(eventlog.trainer_key(name))
         return {_str(k): _str(v) for k, v in raw.items()}
 
+    # -- experiments ------------------------------------------------------------------
+
+    @_storage_errors
+    async def add_experiment(self, name: str, definition: dict[str, Any], change: dict[str, Any]) -> bool:
+        """Stores a new experiment and its first change-log entry; False if the name is taken."""
+        if not await self.client.hsetnx(eventlog.EXPERIMENTS, name, orjson.dumps(definition)):
+            return False
+        await self.client.rpush(eventlog.experiment_changes_key(name), orjson.dumps(change))
+        return True
+
+    @_storage_errors
+    async def update_experiment(self, name: str, definition: dict[str, Any], change: dict[str, Any]) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(eventlog.EXPERIMENTS, name, orjson.dumps(definition))
+            pipe.rpush(eventlog.experiment_changes_key(name), orjson.dumps(change))
+            await pipe.execute()
+
+    @_storage_errors
+    async def experiment(self, name: str) -> dict[str, Any] | None:
+        raw: Any = await self.client.hget(eventlog.EXPERIMENTS, name)
+        return None if raw is None else orjson.loads(raw)
+
+    @_storage_errors
+    async def experiment_names(self) -> list[str]:
+        names: list[Any] = await self.client.hkeys(eventlog.EXPERIMENTS)
+        return sorted(_str(n) for n in names)
+
+    @_storage_errors
+    async def experiment_changes(self, name: str) -> list[dict[str, Any]]:
+        raw: list[Any] = await self.client.lrange(eventlog.experiment_changes_key(name), 0, -1)
+        return [orjson.loads(item) for item in raw]
+
+    @_storage_errors
+    async def experiment_stats(self, name: str) -> dict[str, float]:
+        raw: dict[Any, Any] = await self.client.hgetall(eventlog.experiment_stats_key(name))
+        return {_str(k): float(v) for k, v in raw.items()}
+
+    @_storage_errors
+    async def read_streams(self, policy: str) -> tuple[list[Any], list[Any]]:
+        """Every decision and reward entry of a policy (for reports): (decisions, rewards)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.xrange(eventlog.decisions_key(policy))
+            pipe.xrange(eventlog.rewards_key(policy))
+            decisions, rewards = await pipe.execute()
+        return decisions, rewards
+
     async def announcements(self) -> AsyncIterator[tuple[str, str]]:
         """Yields (policy, version) for every live-version announcement; RedisError on failure."""
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
@@ -141,7 +187,9 @@ class RedisLog:
         policy = records[0].policy
         names = list(records[0].to_fields())
         keys = [eventlog.decisions_key(policy), eventlog.stats_key(policy)]
-        args: list[Any] = [policy, records[0].ts_ms, int(wait_seconds * 1000) + self._margin_ms, len(names), *names]
+        ttl_ms = int(wait_seconds * 1000) + self._margin_ms
+        positions = [names.index("experiment") + 1, names.index("variant") + 1]
+        args: list[Any] = [policy, records[0].ts_ms, ttl_ms, len(names), *positions, *names]
         for record, response in zip(records, responses, strict=True):
             keys.append(eventlog.event_key(record.event_id))
             args.append(response)
@@ -159,17 +207,22 @@ class RedisLog:
         return None if response is None else (_str(policy), response)
 
     @_storage_errors
-    async def decision_time(self, event_id: str) -> tuple[str, int] | None:
-        """(policy, decision time in ms) of a known event id, else None."""
+    async def decision_time(self, event_id: str) -> tuple[str, int, str | None] | None:
+        """(policy, decision time in ms, experiment or None) of a known event id, else None."""
         values: list[Any] = await self.client.hmget(
-            eventlog.event_key(event_id), [eventlog.EVENT_POLICY, eventlog.EVENT_TS_MS]
+            eventlog.event_key(event_id), [eventlog.EVENT_POLICY, eventlog.EVENT_TS_MS, eventlog.EVENT_EXPERIMENT]
         )
-        policy, ts_ms = values
-        return None if policy is None else (_str(policy), int(ts_ms))
+        policy, ts_ms, experiment = values
+        if policy is None:
+            return None
+        return _str(policy), int(ts_ms), None if experiment is None else _str(experiment)
 
     @_storage_errors
-    async def record_reward(self, policy: str, record: eventlog.RewardRecord, aggregation: str) -> int:
+    async def record_reward(
+        self, policy: str, record: eventlog.RewardRecord, aggregation: str, experiment: str | None = None
+    ) -> int:
         """Appends a reward; returns its sequence number for the event, or -1 if the event expired."""
         keys = [eventlog.event_key(record.event_id), eventlog.rewards_key(policy), eventlog.stats_key(policy)]
+        keys.append(eventlog.experiment_stats_key(experiment or policy))  # unused without an experiment
         args = ["1" if record.late else "0", aggregation, *_flatten(record.to_fields())]
         return int(await self._record_reward(keys=keys, args=args))

@@ -15,6 +15,7 @@ from pydantic import (
     StrictInt,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from exporter.spec import NAME_PATTERN
@@ -71,7 +72,10 @@ class ActRequest(BaseModel):
         },
     )
 
-    policy: PolicyName
+    policy: PolicyName | None = None
+    """The policy to decide with; give this or ``experiment``."""
+    experiment: PolicyName | None = None
+    """An experiment that picks the variant (and so the policy) for this call."""
     context: Annotated[list[Finite], Field(min_length=1, max_length=MAX_VECTOR)]
     """The context vector; its length must equal the policy's context_dim."""
     mask: Annotated[list[StrictBool], Field(min_length=1, max_length=MAX_VECTOR)] | None = None
@@ -84,6 +88,12 @@ class ActRequest(BaseModel):
     """Serve the greedy (exploit-only) policy instead of the exploring collect policy."""
 
     _float32 = field_validator("context")(_check_float32)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ActRequest:
+        if (self.policy is None) == (self.experiment is None):
+            raise ValueError("give exactly one of policy and experiment")
+        return self
 
 
 class ActResponse(BaseModel):
@@ -106,12 +116,17 @@ class ActResponse(BaseModel):
     action: int
     """Index of the chosen action."""
     propensity: float
-    """Probability with which the serving policy chose this action for this context."""
+    """Probability with which this action was chosen for this context: the policy's action
+    probability, times the variant's probability when an experiment routed the call."""
     policy: str
     version: str
     """'<export>.<checkpoint>': exactly the variables that produced this decision."""
     scores: list[float]
     """The policy's score of every action (UCB, posterior mean or sampled score)."""
+    experiment: str | None = None
+    variant: str | None = None
+    variant_probability: float | None = None
+    """Present when an experiment routed the call."""
 
 
 class RewardRequest(BaseModel):
@@ -276,3 +291,110 @@ class Health(BaseModel):
 
     status: str
     detail: dict[str, Any] = {}
+
+
+class VariantSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: PolicyName
+    policy: PolicyName
+    weight: Annotated[StrictFloat, Field(gt=0, le=1e6)] = 1.0
+    """Share of units (fixed allocation); ignored by the Thompson allocator."""
+
+
+class ExperimentCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "homepage-ab",
+                    "variants": [
+                        {"name": "incumbent", "policy": "homepage", "weight": 0.8},
+                        {"name": "candidate", "policy": "homepage-v2", "weight": 0.2},
+                    ],
+                    "allocation": "fixed",
+                    "control": "incumbent",
+                }
+            ]
+        },
+    )
+
+    name: PolicyName
+    variants: Annotated[list[VariantSettings], Field(min_length=2, max_length=16)]
+    allocation: Literal["fixed", "thompson"] = "fixed"
+    control: PolicyName
+    """The variant the others are compared with; paused or ended experiments serve only it."""
+
+
+class ExperimentPatch(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"status": "paused"}, {"weights": {"candidate": 0.5}}]}
+    )
+
+    status: Literal["running", "paused", "ended"] | None = None
+    weights: dict[str, Annotated[StrictFloat, Field(gt=0, le=1e6)]] | None = None
+    """New weights by variant name (fixed allocation)."""
+
+
+class ExperimentInfo(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "homepage-ab",
+                    "variants": [
+                        {"name": "incumbent", "policy": "homepage", "weight": 0.8},
+                        {"name": "candidate", "policy": "homepage-v2", "weight": 0.2},
+                    ],
+                    "allocation": "fixed",
+                    "control": "incumbent",
+                    "status": "running",
+                    "created_ms": 1795254571083,
+                    "changes": [{"ts_ms": 1795254571083, "change": "created"}],
+                }
+            ]
+        }
+    )
+
+    name: str
+    variants: list[dict[str, Any]]
+    allocation: str
+    control: str
+    status: str
+    created_ms: int
+    changes: list[dict[str, Any]]
+    """Every change with its time, oldest first."""
+
+
+class ExperimentReport(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "experiment": "homepage-ab",
+                    "status": "running",
+                    "variants": {
+                        "incumbent": {
+                            "policy": "homepage",
+                            "decisions": 800,
+                            "completed": 790,
+                            "mean_reward": {"n": 790, "mean": 0.11, "low": 0.09, "high": 0.13},
+                            "lift": None,
+                            "off_policy": {
+                                "n": 1000,
+                                "estimates": {"snipw": {"value": 0.12, "low": 0.1, "high": 0.14}},
+                            },
+                        }
+                    },
+                }
+            ]
+        }
+    )
+
+    experiment: str
+    status: str
+    variants: dict[str, dict[str, Any]]
+    """Per variant: decisions, completed (reward known or window closed), mean reward with a 95%
+    interval, lift against the control (difference, interval, relative, p-value) and the
+    off-policy estimate of its policy on all the experiment's logged traffic."""

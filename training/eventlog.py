@@ -10,6 +10,8 @@ Keys (``{p}`` is a policy name, ``{e}`` an event id):
     banditd:event:{e}                hash  what /reward needs to validate a reward and what
                                            /act needs to answer a repeated event id; expires
                                            wait_seconds + margin after the decision
+    banditd:candidates               hash  name -> candidate version ("<export>.0") written by
+                                           an offline retrain, served only once promoted
 
 Stream entries are flat string fields; vectors are JSON arrays.
 """
@@ -24,6 +26,7 @@ import orjson
 PREFIX = "banditd"
 POLICIES = f"{PREFIX}:policies"
 LIVE = f"{PREFIX}:live"
+CANDIDATES = f"{PREFIX}:candidates"
 
 
 def decisions_key(policy: str) -> str:
@@ -190,6 +193,8 @@ EVENT_TS_MS = "ts_ms"
 EVENT_RESPONSE = "response"
 EVENT_REWARDS = "rewards"
 EVENT_ENTRY = "entry"  # the decision's stream entry id
+EVENT_EXPERIMENT = "experiment"
+EVENT_VARIANT = "variant"
 
 # Fields of the per-policy stats hash (stats_key).
 STAT_DECISIONS = "decisions"
@@ -200,14 +205,16 @@ STAT_DUPLICATE = "duplicate_rewards"
 
 # Lua that records a batch of decisions of one policy, skipping event ids already known.
 # KEYS: decisions_key, stats_key, then the event_key of every row
-# ARGV: policy, ts_ms, ttl_ms, F (fields per record), the F field names, then per row its
-#       response JSON and its F field values
+# ARGV: policy, ts_ms, ttl_ms, F (fields per record), the positions (1-based) of the
+#       experiment and variant fields, the F field names, then per row its response JSON and
+#       its F field values
 # Returns per row 1 when recorded, or {policy, response} of the earlier decision with that id.
 RECORD_DECISIONS_LUA = f"""
 local policy, ts, ttl, nfields = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local exp_at, variant_at = tonumber(ARGV[5]), tonumber(ARGV[6])
 local replies = {{}}
 local recorded = 0
-local at = 5 + nfields
+local at = 7 + nfields
 for row = 3, #KEYS do
   local existing = redis.call('HMGET', KEYS[row], '{EVENT_POLICY}', '{EVENT_RESPONSE}')
   if existing[2] then
@@ -215,12 +222,15 @@ for row = 3, #KEYS do
   else
     local fields = {{}}
     for i = 1, nfields do
-      fields[2 * i - 1] = ARGV[4 + i]
+      fields[2 * i - 1] = ARGV[6 + i]
       fields[2 * i] = ARGV[at + i]
     end
     local entry = redis.call('XADD', KEYS[1], '*', unpack(fields))
     redis.call('HSET', KEYS[row], '{EVENT_POLICY}', policy, '{EVENT_TS_MS}', ts, '{EVENT_RESPONSE}', ARGV[at],
                '{EVENT_REWARDS}', 0, '{EVENT_ENTRY}', entry)
+    if ARGV[at + exp_at] ~= '' then
+      redis.call('HSET', KEYS[row], '{EVENT_EXPERIMENT}', ARGV[at + exp_at], '{EVENT_VARIANT}', ARGV[at + variant_at])
+    end
     redis.call('PEXPIRE', KEYS[row], ttl)
     recorded = recorded + 1
     replies[#replies + 1] = 1
@@ -231,8 +241,9 @@ if recorded > 0 then redis.call('HINCRBY', KEYS[2], '{STAT_DECISIONS}', recorded
 return replies
 """
 
-# Lua that records one reward for a known event, numbering it.
-# KEYS: event_key, rewards_key, stats_key
+# Lua that records one reward for a known event, numbering it; the first in-time reward of
+# an experiment's decision also counts in that experiment's per-variant reward statistics.
+# KEYS: event_key, rewards_key, stats_key, experiment_stats_key (or any key when none)
 # ARGV: late ("1"/"0"), aggregation, then the RewardRecord fields as name, value, ... ending
 #       with decision_entry and sequence (their values are filled in here).
 # Returns the reward's sequence number, or -1 when the event is unknown.
@@ -249,8 +260,31 @@ if ARGV[1] == '1' then
 elseif ARGV[2] == 'earliest' and sequence > 1 then
   redis.call('HINCRBY', KEYS[3], '{STAT_DUPLICATE}', 1)
 end
+local variant = redis.call('HGET', KEYS[1], '{EVENT_VARIANT}')
+if variant and ARGV[1] ~= '1' and sequence == 1 then
+  local reward = tonumber(fields[6])
+  redis.call('HINCRBY', KEYS[4], variant .. ':n', 1)
+  redis.call('HINCRBYFLOAT', KEYS[4], variant .. ':sum', reward)
+  redis.call('HINCRBYFLOAT', KEYS[4], variant .. ':sumsq', reward * reward)
+end
 return sequence
 """
+
+
+# -- experiments ----------------------------------------------------------------------
+
+EXPERIMENTS = f"{PREFIX}:experiments"
+"""hash: experiment name -> its definition (JSON)."""
+
+
+def experiment_changes_key(experiment: str) -> str:
+    """list: every change of an experiment (JSON with its time), oldest first."""
+    return f"{PREFIX}:experiment:{experiment}:changes"
+
+
+def experiment_stats_key(experiment: str) -> str:
+    """hash: per variant "<v>:n", "<v>:sum", "<v>:sumsq" of first in-time rewards (allocator input)."""
+    return f"{PREFIX}:experiment:{experiment}:stats"
 
 
 # -- the learning loop's keys --------------------------------------------------------

@@ -30,12 +30,12 @@ async def reward(request: Request) -> RewardResponse:
     found = await log.decision_time(body.event_id)
     if found is None:
         raise unknown
-    policy, decided_ms = found
+    policy, decided_ms, experiment = found
     spec = (await request.app.state.registry.get(policy)).spec
     now_ms = int(time.time() * 1000)
     late = now_ms > decided_ms + spec.reward.wait_seconds * 1000
     record = RewardRecord(body.event_id, now_ms, body.reward, late)
-    sequence = await log.record_reward(policy, record, spec.reward.aggregation)
+    sequence = await log.record_reward(policy, record, spec.reward.aggregation, experiment)
     if sequence < 0:
         raise unknown
     metrics = request.app.state.metrics

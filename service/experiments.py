@@ -1,0 +1,161 @@
+"""Experiments as the API sees them: definitions from Redis (cached briefly), variant choice."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+
+from exporter.spec import PolicySpec
+from service.errors import InvalidInput, NotFound
+from service.redislog import RedisLog
+from training.eventlog import DecisionRecord, RewardRecord
+from training.experiments import Experiment, Variant, assign_fixed, assign_thompson, lift, mean_interval
+from training.join import RewardJoin
+
+CACHE_SECONDS = 1.0
+"""How long a replica reuses an experiment's definition and reward statistics."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Assignment:
+    experiment: Experiment
+    variant: Variant
+    probability: float
+
+
+class ExperimentRouter:
+    def __init__(self, log: RedisLog) -> None:
+        self.log = log
+        self._definitions: dict[str, tuple[float, Experiment]] = {}
+        self._stats: dict[str, tuple[float, dict[str, float]]] = {}
+
+    async def get(self, name: str, fresh: bool = False) -> Experiment:
+        cached = self._definitions.get(name)
+        if cached is not None and not fresh and time.monotonic() - cached[0] < CACHE_SECONDS:
+            return cached[1]
+        data = await self.log.experiment(name)
+        if data is None:
+            raise NotFound(f"experiment: no experiment named {name!r}", "experiment")
+        experiment = Experiment.from_dict(data)
+        self._definitions[name] = (time.monotonic(), experiment)
+        return experiment
+
+    async def _reward_stats(self, name: str) -> dict[str, float]:
+        cached = self._stats.get(name)
+        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+            return cached[1]
+        stats = await self.log.experiment_stats(name)
+        self._stats[name] = (time.monotonic(), stats)
+        return stats
+
+    async def assign(self, name: str, unit_id: str | None, seed: int) -> Assignment:
+        """The variant for one /act call and the probability with which it was chosen."""
+        experiment = await self.get(name)
+        if experiment.status != "running":
+            return Assignment(experiment, experiment.variant(experiment.control), 1.0)
+        if experiment.allocation == "fixed":
+            if unit_id is None:
+                raise InvalidInput(f"unit_id: experiment {name!r} splits by unit; send unit_id", "unit_id")
+            variant, probability = assign_fixed(experiment, unit_id)
+        else:
+            variant, probability = assign_thompson(experiment, await self._reward_stats(name), seed)
+        return Assignment(experiment, variant, probability)
+
+
+def _report_rows(
+    experiment: Experiment, spec: PolicySpec, decisions: list[Any], rewards: list[Any], now_ms: int
+) -> dict[str, Any]:
+    """One policy's decisions of this experiment, joined with their rewards like the trainer does
+    (decisions still inside their reward window without a reward are left out)."""
+    join = RewardJoin(spec.reward, spec.context_dim, grace_seconds=0.0)
+    meta: dict[str, DecisionRecord] = {}
+    for _, fields in decisions:
+        record = DecisionRecord.from_fields(fields)
+        if record.experiment == experiment.name:
+            meta[record.event_id] = record
+            join.add_decision(record)  # type: ignore[arg-type]  # has every field the join reads
+    for _, fields in rewards:
+        reward = RewardRecord.from_raw(fields)
+        if reward.event_id in meta:
+            join.add_reward(reward)
+    join.close_windows(now_ms)
+    examples = join.take()
+    records = [meta[e] for e in examples.event_ids]
+    k = spec.num_actions
+    return {
+        "decided": {
+            variant: sum(1 for r in meta.values() if r.variant == variant)
+            for variant in {r.variant for r in meta.values()}
+        },
+        "variants": [r.variant for r in records],
+        "contexts": examples.contexts,
+        "actions": examples.actions,
+        "rewards": examples.rewards.astype(np.float64),
+        "pscores": np.array([r.variant_probability * r.propensity for r in records], np.float64),
+        "masks": np.array([r.mask if r.mask is not None else [True] * k for r in records], bool).reshape(-1, k),
+    }
+
+
+def build_report(
+    experiment: Experiment,
+    specs: dict[str, PolicySpec],
+    streams: dict[str, tuple[list[Any], list[Any]]],
+    models: dict[str, Any],
+    now_ms: int,
+) -> dict[str, Any]:
+    """Per variant: counts, mean reward with a 95% interval, lift against the control, and the
+    off-policy estimate of its policy on all of the experiment's completed traffic.
+
+    specs, streams, models: by policy name (models are LoadedVersions). Blocking: run off the loop.
+    """
+    parts = [_report_rows(experiment, specs[p], *streams[p], now_ms) for p in streams]
+    variants = [v for part in parts for v in part["variants"]]
+    rewards = np.concatenate([part["rewards"] for part in parts]) if parts else np.zeros(0)
+    by_variant = {
+        v.name: rewards[[i for i, name in enumerate(variants) if name == v.name]] for v in experiment.variants
+    }
+    decided: dict[str, int] = {}
+    for part in parts:
+        for name, count in part["decided"].items():
+            decided[name] = decided.get(name, 0) + count
+    control = by_variant[experiment.control]
+    report: dict[str, Any] = {}
+    for variant in experiment.variants:
+        own = by_variant[variant.name]
+        report[variant.name] = {
+            "policy": variant.policy,
+            "decisions": decided.get(variant.name, 0),
+            "completed": len(own),
+            "mean_reward": dataclasses.asdict(mean_interval(own)),
+            "lift": None if variant.name == experiment.control else lift(own, control),
+            "off_policy": _off_policy(variant.policy, parts, specs, models),
+        }
+    return report
+
+
+def _off_policy(
+    policy: str, parts: list[dict[str, Any]], specs: dict[str, PolicySpec], models: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The policy's off-policy value on every completed decision of the experiment (logged with
+    the experiment's overall propensities), when the inputs fit the policy."""
+    from training import ope  # noqa: PLC0415 - keeps service start-up free of the estimators
+
+    if not parts or sum(len(p["actions"]) for p in parts) < 2:
+        return None
+    spec = specs[policy]
+    usable = [
+        p for p in parts if p["contexts"].shape[1] == spec.context_dim and p["masks"].shape[1] == spec.num_actions
+    ]
+    report = ope.evaluate_policy(
+        models[policy],
+        np.concatenate([p["contexts"] for p in usable]),
+        np.concatenate([p["actions"] for p in usable]),
+        np.concatenate([p["rewards"] for p in usable]),
+        np.concatenate([p["pscores"] for p in usable]),
+        masks=np.concatenate([p["masks"] for p in usable]),
+        n_bootstrap=200,
+    )
+    return report.to_dict()

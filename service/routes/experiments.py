@@ -1,0 +1,119 @@
+"""Experiments: create (admin), list, inspect, change (admin), report."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from service.auth import require_admin, require_client
+from service.errors import Conflict, InvalidInput
+from service.experiments import build_report
+from service.schemas import ExperimentCreate, ExperimentInfo, ExperimentPatch, ExperimentReport
+from training.experiments import Experiment, Variant
+
+router = APIRouter(prefix="/experiments", tags=["experiments"])
+
+
+async def _info(request: Request, experiment: Experiment) -> ExperimentInfo:
+    changes = await request.app.state.log.experiment_changes(experiment.name)
+    data = experiment.to_dict()
+    data.pop("salt")
+    return ExperimentInfo(**data, changes=changes)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ExperimentInfo,
+    dependencies=[Depends(require_admin)],
+    responses={409: {"description": "Name taken"}, 422: {"description": "Invalid definition"}},
+)
+async def create_experiment(body: ExperimentCreate, request: Request) -> ExperimentInfo:
+    """Splits traffic between variants, each served by an existing policy."""
+    names = [v.name for v in body.variants]
+    if len(set(names)) != len(names):
+        raise InvalidInput("variants: variant names must be unique", "variants")
+    if body.control not in names:
+        raise InvalidInput(f"control: {body.control!r} is not one of the variants {names}", "control")
+    shapes = set()
+    for i, variant in enumerate(body.variants):
+        found = await request.app.state.log.policy(variant.policy)
+        if found is None:
+            raise InvalidInput(f"variants.{i}.policy: no policy named {variant.policy!r}", f"variants.{i}.policy")
+        shapes.add((found[0].context_dim, found[0].num_actions))
+    if len(shapes) > 1:
+        raise InvalidInput("variants: every variant's policy must take the same context and actions", "variants")
+    now_ms = int(time.time() * 1000)
+    experiment = Experiment(
+        name=body.name,
+        variants=tuple(Variant(v.name, v.policy, v.weight) for v in body.variants),
+        allocation=body.allocation,
+        control=body.control,
+        salt=secrets.token_hex(8),
+        created_ms=now_ms,
+    )
+    change = {"ts_ms": now_ms, "change": "created", "definition": body.model_dump()}
+    if not await request.app.state.log.add_experiment(body.name, experiment.to_dict(), change):
+        raise Conflict(f"name: an experiment named {body.name!r} already exists", "name")
+    return await _info(request, experiment)
+
+
+@router.get("", response_model=list[ExperimentInfo], dependencies=[Depends(require_client)])
+async def list_experiments(request: Request) -> list[ExperimentInfo]:
+    router_ = request.app.state.experiments
+    return [
+        await _info(request, await router_.get(n, fresh=True)) for n in await request.app.state.log.experiment_names()
+    ]
+
+
+@router.get("/{name}", response_model=ExperimentInfo, dependencies=[Depends(require_client)])
+async def get_experiment(name: str, request: Request) -> ExperimentInfo:
+    return await _info(request, await request.app.state.experiments.get(name, fresh=True))
+
+
+@router.patch("/{name}", response_model=ExperimentInfo, dependencies=[Depends(require_admin)])
+async def change_experiment(name: str, body: ExperimentPatch, request: Request) -> ExperimentInfo:
+    """Pauses, resumes, ends or re-weights an experiment; every change is logged with its time."""
+    experiment = await request.app.state.experiments.get(name, fresh=True)
+    changed: dict[str, Any] = {}
+    if experiment.status == "ended":
+        raise Conflict(f"status: experiment {name!r} has ended and cannot change", "status")
+    if body.weights:
+        unknown = sorted(set(body.weights) - {v.name for v in experiment.variants})
+        if unknown:
+            raise InvalidInput(f"weights: no variant named {unknown[0]!r}", "weights")
+        variants = tuple(Variant(v.name, v.policy, body.weights.get(v.name, v.weight)) for v in experiment.variants)
+        experiment = Experiment(**{**experiment.__dict__, "variants": variants})
+        changed["weights"] = body.weights
+    if body.status is not None:
+        experiment = Experiment(**{**experiment.__dict__, "status": body.status})
+        changed["status"] = body.status
+    if not changed:
+        raise InvalidInput("body: nothing to change; give status or weights", "body")
+    change = {"ts_ms": int(time.time() * 1000), "change": "updated", **changed}
+    await request.app.state.log.update_experiment(name, experiment.to_dict(), change)
+    return await _info(request, await request.app.state.experiments.get(name, fresh=True))
+
+
+@router.get("/{name}/report", response_model=ExperimentReport, dependencies=[Depends(require_client)])
+async def report(name: str, request: Request) -> ExperimentReport:
+    """Per variant: counts, mean reward (95% interval), lift against the control with its interval
+    and p-value, and the off-policy estimate of each variant's policy on all the traffic."""
+    experiment = await request.app.state.experiments.get(name, fresh=True)
+    policies = sorted({v.policy for v in experiment.variants})
+    registry = request.app.state.registry
+    served = {p: await registry.get(p) for p in policies}
+    streams = {p: await request.app.state.log.read_streams(p) for p in policies}
+    variants = await asyncio.to_thread(
+        build_report,
+        experiment,
+        {p: s.spec for p, s in served.items()},
+        streams,
+        {p: s.slot.model for p, s in served.items()},
+        int(time.time() * 1000),
+    )
+    return ExperimentReport(experiment=name, status=experiment.status, variants=variants)
