@@ -114,8 +114,14 @@ def _sha256(path: Path) -> str:
 
 
 def file_digests(root: Path) -> dict[str, str]:
-    """SHA-256 of every file under root except the manifest, keyed by relative path."""
-    return {str(p.relative_to(root)): _sha256(p) for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    """SHA-256 of every file of the two SavedModels under a version folder, keyed by relative
+    path (not the manifest, nor the checkpoints the trainer adds to the folder later)."""
+    return {
+        str(p.relative_to(root)): _sha256(p)
+        for variant in VARIANTS
+        for p in sorted((root / variant).rglob("*"))
+        if p.is_file()
+    }
 
 
 def _fsync_tree(root: Path) -> None:

@@ -44,6 +44,9 @@ class PolicySpec:
     """Every hyperparameter of the algorithm's config, defaults filled in."""
     reward: RewardConfig = dataclasses.field(default_factory=RewardConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    shadow_of: str | None = None
+    """A served policy this one shadows: it scores that policy's every decision (logged, never
+    served) and learns from that policy's log with importance weights."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -68,6 +71,7 @@ def resolve(
     hyperparameters: dict[str, Any],
     reward: RewardConfig,
     training: TrainingConfig | None = None,
+    shadow_of: str | None = None,
 ) -> PolicySpec:
     """Validates a policy definition and fills in the algorithm's defaults.
 
@@ -77,4 +81,5 @@ def resolve(
     policy_type = bandits.ALGORITHMS[algorithm]
     config = bandits.config_from_dict(policy_type.Config, hyperparameters)
     hyperparameters = dataclasses.asdict(config)
-    return PolicySpec(name, algorithm, context_dim, num_actions, hyperparameters, reward, training or TrainingConfig())
+    training = training or TrainingConfig()
+    return PolicySpec(name, algorithm, context_dim, num_actions, hyperparameters, reward, training, shadow_of)

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import orjson
@@ -167,18 +168,55 @@ class Decider:
                     decided[i] = {key: value[j] for key, value in out.items()}
         finally:
             slot.users -= 1
+        shadows = await self._shadow(served, rows, decided)
+        return self._record(served, rows, decided, now_ms, shadows)
 
-        return self._record(served, rows, decided, now_ms)
+    async def _shadow(
+        self, served: ServedPolicy, rows: list[Row], decided: list[dict[str, np.ndarray] | None]
+    ) -> list[dict[str, dict[str, Any]] | None]:
+        """Every shadow of the policy scores the batch: its own collect choice and its probability
+        of the served action, logged with the decision and never returned."""
+        shadows = self.registry.shadows_of(served.spec.name)
+        if not shadows:
+            return [None] * len(rows)
+        context = np.stack([row.context for row in rows])
+        all_allowed = np.ones(served.spec.num_actions, bool)
+        mask = np.stack([m if (m := row.mask) is not None else all_allowed for row in rows])
+        seed = np.array([seed_for(row.event_id) for row in rows], dtype=np.int64)
+        served_actions = np.array([int(d["action"]) for d in decided if d is not None])
+        loop = asyncio.get_running_loop()
+        per_row: list[dict[str, dict[str, Any]]] = [{} for _ in rows]
+        for shadow in shadows:
+            slot = shadow.slot
+            slot.users += 1
+            try:
+                out = await loop.run_in_executor(self._executor, slot.model.decide, False, context, mask, seed)
+                probs = await loop.run_in_executor(self._executor, slot.model.probabilities, False, context, mask, seed)
+            finally:
+                slot.users -= 1
+            for i, row_shadows in enumerate(per_row):
+                row_shadows[shadow.spec.name] = {
+                    "version": shadow.version,
+                    "action": int(out["action"][i]),
+                    "propensity": float(out["propensity"][i]),
+                    "served_action_probability": float(probs[i, served_actions[i]]),
+                }
+        return list(per_row)
 
     async def _record(
-        self, served: ServedPolicy, rows: list[Row], decided: list[dict[str, np.ndarray] | None], now_ms: int
+        self,
+        served: ServedPolicy,
+        rows: list[Row],
+        decided: list[dict[str, np.ndarray] | None],
+        now_ms: int,
+        shadows: list[dict[str, dict[str, Any]] | None],
     ) -> list[bytes | ServiceError]:
         """Stage two: logs the batch's decisions, then builds each caller's answer."""
         spec = served.spec
         name = spec.name
         records: list[DecisionRecord] = []
         responses: list[bytes] = []
-        for row, decision in zip(rows, decided, strict=True):
+        for row, decision, shadow in zip(rows, decided, shadows, strict=True):
             assert decision is not None
             out = decision
             body = {
@@ -212,6 +250,7 @@ class Decider:
                     experiment=row.experiment,
                     variant=row.variant,
                     variant_probability=row.variant_probability,
+                    shadows=shadow,
                 )
             )
         earlier = await self.log.record_decisions(records, responses, spec.reward.wait_seconds)

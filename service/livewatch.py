@@ -33,9 +33,11 @@ class LiveWatch:
                 await task
 
     async def _apply(self, name: str, version: str) -> None:
-        if name not in self.registry.loaded():
-            return  # loaded with its live version on first use
         try:
+            if name not in self.registry.loaded():
+                # Created on another replica: load it now (a shadow must score from its first decision).
+                await self.registry.get(name)
+                return
             await self.registry.apply(name, version)
         except (ServiceError, OSError, ValueError) as error:
             logger.error("policy %s: cannot serve %s: %s", name, version, error)

@@ -59,6 +59,10 @@ class PolicyRegistry:
     def loaded(self) -> list[str]:
         return sorted(self._served)
 
+    def shadows_of(self, name: str) -> list[ServedPolicy]:
+        """The loaded policies that shadow ``name``."""
+        return [served for served in self._served.values() if served.spec.shadow_of == name]
+
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 

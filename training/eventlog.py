@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 
 PREFIX = "banditd"
+MAX_IMPORTANCE_WEIGHT = 50.0
+"""Importance weights of shadow learning are clipped here (bias for bounded variance)."""
 POLICIES = f"{PREFIX}:policies"
 LIVE = f"{PREFIX}:live"
 CANDIDATES = f"{PREFIX}:candidates"
@@ -76,6 +78,9 @@ class DecisionRecord:
     variant_probability: float = 1.0
     """Probability with which the experiment chose this variant; ``propensity`` is the
     action's probability under the variant's policy, their product the overall one."""
+    shadows: dict[str, dict[str, Any]] | None = None
+    """Per shadow policy: its version, its own action and propensity (never served), and its
+    probability of the action that was served (the numerator of its importance weight)."""
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -94,6 +99,7 @@ class DecisionRecord:
             "experiment": self.experiment or "",
             "variant": self.variant or "",
             "variant_probability": repr(float(self.variant_probability)),
+            "shadows": "" if not self.shadows else _json(self.shadows),
         }
 
     @classmethod
@@ -115,6 +121,7 @@ class DecisionRecord:
             experiment=f.get("experiment") or None,
             variant=f.get("variant") or None,
             variant_probability=float(f.get("variant_probability", 1.0)),
+            shadows=orjson.loads(f["shadows"]) if f.get("shadows") else None,
         )
 
 
@@ -127,15 +134,26 @@ class TrainingDecision:
     context: list[float]
     action: int
     propensity: float
+    weight: float = 1.0
+    """Importance weight of the example for the learner (1 for a policy's own decisions)."""
 
     @classmethod
-    def from_fields(cls, fields: dict[bytes, bytes]) -> TrainingDecision:
+    def from_fields(cls, fields: dict[bytes, bytes], shadow: str | None = None) -> TrainingDecision:
+        """shadow: read the decision for that shadow policy, weighted by its probability of the
+        served action over the served propensity (clipped at MAX_IMPORTANCE_WEIGHT)."""
+        propensity = float(fields[b"propensity"])
+        weight = 1.0
+        if shadow is not None:
+            shadows = orjson.loads(fields.get(b"shadows") or b"{}")
+            own = shadows.get(shadow)
+            weight = 0.0 if own is None else min(own["served_action_probability"] / propensity, MAX_IMPORTANCE_WEIGHT)
         return cls(
             event_id=fields[b"event_id"].decode(),
             ts_ms=int(fields[b"ts_ms"]),
             context=orjson.loads(fields[b"context"]),
             action=int(fields[b"action"]),
-            propensity=float(fields[b"propensity"]),
+            propensity=propensity,
+            weight=weight,
         )
 
 

@@ -27,13 +27,14 @@ OUTCOMES = ("rewarded", "defaulted", "late", "duplicate")
 
 @dataclasses.dataclass
 class Examples:
-    """A batch of joined examples. contexts: [n, d] float32; actions, rewards, propensities: [n]."""
+    """A batch of joined examples. contexts: [n, d] float32; actions, rewards, propensities, weights: [n]."""
 
     event_ids: list[str]
     contexts: np.ndarray
     actions: np.ndarray
     rewards: np.ndarray
     propensities: np.ndarray
+    weights: np.ndarray
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -47,6 +48,7 @@ class _Pending:
     propensity: float
     reward_sum: float = 0.0
     reward_count: int = 0
+    weight: float = 1.0
 
 
 class RewardJoin:
@@ -59,7 +61,9 @@ class RewardJoin:
         self._ready: list[tuple[str, _Pending, float]] = []
 
     def add_decision(self, record: TrainingDecision) -> None:
-        self.pending[record.event_id] = _Pending(record.ts_ms, record.context, record.action, record.propensity)
+        self.pending[record.event_id] = _Pending(
+            record.ts_ms, record.context, record.action, record.propensity, weight=getattr(record, "weight", 1.0)
+        )
 
     def add_reward(self, record: RewardRecord) -> None:
         """Counts a reward whose decision was already added (the caller guarantees that)."""
@@ -104,6 +108,7 @@ class RewardJoin:
             actions=np.array([p.action for _, p, _ in ready], np.int32),
             rewards=np.array([r for _, _, r in ready], np.float32),
             propensities=np.array([p.propensity for _, p, _ in ready], np.float32),
+            weights=np.array([p.weight for _, p, _ in ready], np.float32),
         )
 
     # -- checkpointing --------------------------------------------------------------
@@ -120,13 +125,15 @@ class RewardJoin:
             "propensities": np.array([p.propensity for _, p in items], np.float32),
             "reward_sums": np.array([p.reward_sum for _, p in items], np.float64),
             "reward_counts": np.array([p.reward_count for _, p in items], np.int64),
+            "weights": np.array([p.weight for _, p in items], np.float32),
             "outcomes": np.array([self.outcomes[o] for o in OUTCOMES], np.int64),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
+        weights = state["weights"] if "weights" in state else np.ones(len(state["event_ids"]), np.float32)
         self.pending = {
-            str(e): _Pending(int(t), c.tolist(), int(a), float(p), float(s), int(n))
-            for e, t, c, a, p, s, n in zip(
+            str(e): _Pending(int(t), c.tolist(), int(a), float(p), float(s), int(n), float(w))
+            for e, t, c, a, p, s, n, w in zip(
                 state["event_ids"],
                 state["ts_ms"],
                 state["contexts"],
@@ -134,6 +141,7 @@ class RewardJoin:
                 state["propensities"],
                 state["reward_sums"],
                 state["reward_counts"],
+                weights,
                 strict=True,
             )
         }

@@ -50,9 +50,12 @@ class LogClient:
 
     # -- the log --------------------------------------------------------------------
 
-    def read_decisions(self, name: str, after: str, count: int) -> list[tuple[str, eventlog.TrainingDecision]]:
+    def read_decisions(
+        self, name: str, after: str, count: int, shadow: str | None = None
+    ) -> list[tuple[str, eventlog.TrainingDecision]]:
+        """Decisions of ``name`` after a stream entry; read for ``shadow`` they carry its weights."""
         entries: Any = self.client.xrange(eventlog.decisions_key(name), min=f"({after}", max="+", count=count)
-        return [(entry.decode(), eventlog.TrainingDecision.from_fields(fields)) for entry, fields in entries]
+        return [(entry.decode(), eventlog.TrainingDecision.from_fields(fields, shadow)) for entry, fields in entries]
 
     def read_rewards(self, name: str, after: str, count: int) -> list[tuple[str, eventlog.RewardRecord]]:
         entries: Any = self.client.xrange(eventlog.rewards_key(name), min=f"({after}", max="+", count=count)
@@ -73,10 +76,11 @@ class LogClient:
         keys = [eventlog.lease_key(name), eventlog.LIVE]
         return int(self._publish(keys=keys, args=[holder, name, expected, version, eventlog.ANNOUNCE]))
 
-    def write_trainer_stats(self, name: str, stats: dict[str, Any]) -> int:
-        """Stores the trainer's view of a policy; returns the number of decisions logged so far."""
+    def write_trainer_stats(self, name: str, stats: dict[str, Any], decisions_of: str | None = None) -> int:
+        """Stores the trainer's view of a policy; returns the number of decisions logged so far
+        (in ``decisions_of``'s log: a shadow learns from the policy it shadows)."""
         with self.client.pipeline(transaction=False) as pipe:
             pipe.hset(eventlog.trainer_key(name), mapping={k: str(v) for k, v in stats.items()})
-            pipe.hget(eventlog.stats_key(name), eventlog.STAT_DECISIONS)
+            pipe.hget(eventlog.stats_key(decisions_of or name), eventlog.STAT_DECISIONS)
             _, decisions = pipe.execute()
         return int(decisions or 0)

@@ -83,7 +83,12 @@ class PolicyTrainer:
         self.policy = self.spec.build_policy()
         checkpoints.restore_variables(self.policy, self.store, self.name, export, checkpoint)
         self.state = checkpoints.read_state(self.store, self.name, export, checkpoint)
-        self.join = RewardJoin(self.spec.reward, self.spec.context_dim, self.grace_seconds)
+        # A shadow learns from the log of the policy it shadows, under that policy's reward rules.
+        self.source = self.spec.shadow_of or self.name
+        source_spec = self.spec if self.spec.shadow_of is None else self.log.spec(self.source)
+        if source_spec is None:
+            raise LookupError(f"policy {self.name!r} shadows {self.source!r}, which does not exist")
+        self.join = RewardJoin(source_spec.reward, self.spec.context_dim, self.grace_seconds)
         if self.state.join:
             self.join.restore(self.state.join)
         self._reported = Counter(self.join.outcomes)
@@ -117,7 +122,9 @@ class PolicyTrainer:
 
     def _read_decisions(self) -> None:
         for _ in range(MAX_READS_PER_STEP):  # bounded, so a backlog never starves the lease
-            batch = self.log.read_decisions(self.name, self.state.decisions_position, self.read_batch)
+            batch = self.log.read_decisions(
+                self.source, self.state.decisions_position, self.read_batch, shadow=self.spec.shadow_of and self.name
+            )
             for entry, record in batch:
                 self.join.add_decision(record)
                 self.state.decisions_position = entry
@@ -128,7 +135,7 @@ class PolicyTrainer:
         # Everything appended before this instant is in the stream (Redis runs commands in order).
         started_ms = self.log.server_time_ms()
         for _ in range(MAX_READS_PER_STEP):
-            batch = self.log.read_rewards(self.name, self.state.rewards_position, self.read_batch)
+            batch = self.log.read_rewards(self.source, self.state.rewards_position, self.read_batch)
             read_up_to = eventlog.entry_key(self.state.decisions_position)
             for entry, record in batch:
                 if eventlog.entry_key(record.decision_entry) > read_up_to:
@@ -147,7 +154,7 @@ class PolicyTrainer:
         if n == 0:
             return 0
         start = time.perf_counter()
-        self.policy.update(examples.contexts, examples.actions, examples.rewards, np.ones(n, np.float32))
+        self.policy.update(examples.contexts, examples.actions, examples.rewards, examples.weights)
         self.metrics.update_seconds.labels(self.name).observe(time.perf_counter() - start)
         self.state.applied += n
         self.state.reward_sum += float(examples.rewards.astype(np.float64).sum())
@@ -165,7 +172,7 @@ class PolicyTrainer:
         self.metrics.pending.labels(self.name).set(len(self.join.pending))
         if self.holder is None:
             return  # a replay reports nothing to Redis
-        decisions = self.log.write_trainer_stats(self.name, self.stats())
+        decisions = self.log.write_trainer_stats(self.name, self.stats(), decisions_of=self.source)
         self.metrics.lag.labels(self.name).set(max(0, decisions - self.state.applied))
 
     # -- publishing -----------------------------------------------------------------

@@ -39,6 +39,7 @@ def _spec_from(body: PolicyCreate) -> policy_spec.PolicySpec:
             body.hyperparameters | exploration,
             policy_spec.RewardConfig(**body.reward.model_dump()),
             policy_spec.TrainingConfig(**body.training.model_dump()),
+            body.shadow_of,
         )
     except bandits.InvalidHyperparameter as error:
         section = "exploration" if error.field in exploration else "hyperparameters"
@@ -63,6 +64,7 @@ async def _info(request: Request, name: str) -> PolicyInfo:
         hyperparameters=spec.hyperparameters,
         reward=dataclasses.asdict(spec.reward),
         training=dataclasses.asdict(spec.training),
+        shadow_of=spec.shadow_of,
         live_version=served.version,
         versions=registry.versions(name),
         decisions=decisions,
@@ -87,7 +89,17 @@ async def _info(request: Request, name: str) -> PolicyInfo:
 )
 async def create_policy(body: PolicyCreate, request: Request) -> PolicyInfo:
     """Builds the policy, exports version 1 and serves it."""
-    served = await request.app.state.registry.create(_spec_from(body))
+    spec = _spec_from(body)
+    if spec.shadow_of is not None:
+        found = await request.app.state.log.policy(spec.shadow_of)
+        if found is None:
+            raise InvalidInput(f"shadow_of: no policy named {spec.shadow_of!r}", "shadow_of")
+        target = found[0]
+        if target.shadow_of is not None:
+            raise InvalidInput(f"shadow_of: {spec.shadow_of!r} is itself a shadow", "shadow_of")
+        if (target.context_dim, target.num_actions) != (spec.context_dim, spec.num_actions):
+            raise InvalidInput("shadow_of: the shadowed policy has other context_dim or num_actions", "shadow_of")
+    served = await request.app.state.registry.create(spec)
     request.app.state.metrics.set_live(served.spec.name, served.version)
     return await _info(request, body.name)
 

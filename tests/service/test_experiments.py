@@ -209,8 +209,8 @@ def test_report_equals_a_numpy_recomputation_from_redis(client: TestClient, redi
 
 
 def test_assign_fixed_is_a_pure_function_of_salt_and_unit() -> None:
-    data = {"name": "x", "variants": [{"name": "a", "policy": "p", "weight": 1.0}, {"name": "b", "policy": "q", "weight": 3.0}],
-            "allocation": "fixed", "control": "a", "salt": "s1"}  # fmt: skip
+    variants = [{"name": "a", "policy": "p", "weight": 1.0}, {"name": "b", "policy": "q", "weight": 3.0}]
+    data = {"name": "x", "variants": variants, "allocation": "fixed", "control": "a", "salt": "s1"}
     one, other = Experiment.from_dict(data), Experiment.from_dict(data | {"salt": "s2"})
     picks = [assign_fixed(one, f"u{i}")[0].name for i in range(400)]
     assert picks == [assign_fixed(one, f"u{i}")[0].name for i in range(400)]

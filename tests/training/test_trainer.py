@@ -11,6 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 
+from service.app import create_app
+from service.settings import Settings
 from tests.bandits.test_linear import closed_form
 from training import checkpoints
 from training.logclient import LogClient
@@ -179,3 +181,18 @@ def test_old_checkpoints_are_pruned(app_client: TestClient, log_client: LogClien
         trainer.publish()
     assert checkpoints.list_checkpoints(tmp_path / "models", "shop", 1) == [3, 4]
     assert trainer.live == "1.4"
+
+
+def test_a_restarted_replica_serves_the_live_checkpoint(
+    app_client: TestClient, policy_trainer: Callable[..., PolicyTrainer], redis_url: str, tmp_path: Path
+) -> None:
+    app_client.post("/policies", json=POLICY)
+    play(app_client, 20)
+    trainer = policy_trainer("shop")
+    trainer.step()
+    assert trainer.publish() == "1.1"
+    expected = wait_for_version(app_client, "1.1")["scores"]
+    settings = Settings(redis_url=redis_url, data_dir=tmp_path, demo_policy=False)
+    with TestClient(create_app(settings)) as restarted:  # verifies the export, restores the checkpoint
+        body = restarted.post("/act", json={"policy": "shop", "context": [1.0, 2.0, 3.0, 4.0], "greedy": True}).json()
+    assert body["version"] == "1.1" and body["scores"] == expected
