@@ -213,6 +213,9 @@ class PolicyCreate(BaseModel):
     exploration: ExplorationSettings = ExplorationSettings()
     reward: RewardSettings = RewardSettings()
     training: TrainingSettings = TrainingSettings()
+    shadow_of: PolicyName | None = None
+    """Shadow this served policy: score its every decision (logged beside it, never served) and
+    learn from its log with importance weights. Same context_dim and num_actions required."""
 
 
 class PolicyInfo(BaseModel):
@@ -251,6 +254,7 @@ class PolicyInfo(BaseModel):
     hyperparameters: dict[str, Any]
     reward: dict[str, Any]
     training: dict[str, Any]
+    shadow_of: str | None = None
     live_version: str
     """'<export>.<checkpoint>' served now."""
     versions: list[int]
@@ -398,3 +402,126 @@ class ExperimentReport(BaseModel):
     """Per variant: decisions, completed (reward known or window closed), mean reward with a 95%
     interval, lift against the control (difference, interval, relative, p-value) and the
     off-policy estimate of its policy on all the experiment's logged traffic."""
+
+
+# -- offline jobs (admin) ------------------------------------------------------------------
+
+LogTime = Annotated[StrictInt, Field(ge=0, le=2**53)]
+
+
+class LogRange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since_ms: LogTime | None = None
+    """Only decisions logged at or after this Unix time in ms (Redis time of their entry)."""
+    until_ms: LogTime | None = None
+    """Only decisions logged before this Unix time in ms."""
+
+
+class RetrainRequest(LogRange):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"from_live": False}, {"from_live": True, "since_ms": 0}]}
+    )
+
+    from_live: StrictBool = False
+    """Start from the live version's variables instead of a fresh model."""
+
+
+class RetrainResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "policy": "homepage",
+                    "candidate_version": "4.0",
+                    "base_version": "3.117",
+                    "from_live": False,
+                    "examples": 120000,
+                    "rewarded": 80211,
+                }
+            ]
+        }
+    )
+
+    policy: str
+    candidate_version: str
+    """The new export '<export>.0', recorded as the candidate; not served until promoted."""
+    base_version: str
+    """The live version whose spec (and, with from_live, variables) the retrain started from."""
+    from_live: bool
+    examples: int
+    """Decisions trained on."""
+    rewarded: int
+    """Of those, how many had a reward (the others learned the policy's default)."""
+
+
+class EvaluateRequest(LogRange):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{}, {"since_ms": 1795254571083, "auto_promote": True}]}
+    )
+
+    auto_promote: StrictBool = False
+    """Promote the candidate if its doubly robust lower bound beats the live version's estimate."""
+    greedy: StrictBool = False
+    """Evaluate the greedy (exploit-only) policies instead of the collect ones."""
+
+
+class Interval(BaseModel):
+    value: float
+    low: float
+    high: float
+
+
+class OffPolicyEstimates(BaseModel):
+    estimates: dict[str, Interval]
+    """By estimator: ipw, snipw, dm, dr, sndr; low/high are a 95% bootstrap interval."""
+    effective_sample_size: float
+    max_importance_weight: float
+
+
+class EvaluateResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "policy": "homepage",
+                    "examples": 10000,
+                    "rewarded": 10000,
+                    "candidate_version": "4.0",
+                    "live_version": "3.117",
+                    "logging_policy": {"value": 0.0038, "low": 0.0026, "high": 0.005},
+                    "candidate": {
+                        "estimates": {"dr": {"value": 0.0047, "low": 0.0031, "high": 0.0064}},
+                        "effective_sample_size": 812.5,
+                        "max_importance_weight": 76.0,
+                    },
+                    "live": {
+                        "estimates": {"dr": {"value": 0.0036, "low": 0.0021, "high": 0.0052}},
+                        "effective_sample_size": 640.2,
+                        "max_importance_weight": 76.0,
+                    },
+                    "promoted_version": None,
+                }
+            ]
+        }
+    )
+
+    policy: str
+    examples: int
+    rewarded: int
+    candidate_version: str
+    live_version: str
+    """The live version when evaluated (before any promotion)."""
+    logging_policy: Interval
+    """On-policy value of the logged traffic: mean reward with a normal 95% interval."""
+    candidate: OffPolicyEstimates
+    live: OffPolicyEstimates
+    promoted_version: str | None
+    """With auto_promote: the new live version if the candidate was promoted, else null."""
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}, {"version": "4.0"}]})
+
+    version: Annotated[str, Field(pattern=r"^[0-9]{1,9}\.0$")] | None = None
+    """Promote only if this is still the candidate (guards against a newer, unevaluated one)."""
