@@ -32,6 +32,9 @@ class TrainingConfig:
     """The trainer publishes a checkpoint after this many new examples ..."""
     publish_every_seconds: float = 1.0
     """... or this long after its last publish, whichever comes first (if anything changed)."""
+    auto_promote: bool = False
+    """Every offline evaluation promotes the candidate when its DR lower bound beats the live
+    version's DR estimate (without it, only evaluations that ask for it do)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestMetrics
 from service.redislog import RedisLog
 from service.registry import PolicyRegistry
-from service.routes import act, experiments, health, policies, rewards
+from service.routes import act, experiments, health, offline, policies, rewards
 from service.settings import Settings
 from service.version import __version__
 
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = settings.api_key_set()
     app.state.metrics = metrics
     errors.install(app)
-    for router in (act.router, rewards.router, policies.router, experiments.router, health.router):
+    for router in (act.router, rewards.router, policies.router, offline.router, experiments.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)

@@ -182,6 +182,8 @@ class TrainingSettings(BaseModel):
     """The trainer publishes new variables after this many new examples ..."""
     publish_every_seconds: Annotated[StrictFloat, Field(gt=0, le=86400)] = 1.0
     """... or this long after its last publish, whichever comes first."""
+    auto_promote: StrictBool = False
+    """Offline evaluations promote the candidate when its DR lower bound beats the live DR."""
 
 
 class PolicyCreate(BaseModel):
