@@ -33,8 +33,6 @@ import asyncio
 import collections
 import contextlib
 import json
-import os
-import platform
 import random
 import re
 import shlex
@@ -42,115 +40,27 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # `python bench/act_throughput.py` puts bench/ first, not the repo
-    sys.path.insert(0, str(REPO))
+if (_REPO := str(Path(__file__).resolve().parent.parent)) not in sys.path:  # `python bench/x.py`: bench/ is first
+    sys.path.insert(0, _REPO)
 
-from service.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from bench import harness
+from bench.harness import HOST, REPO
+from service.embedded_redis import EmbeddedRedis, free_port
 
-HOST = "127.0.0.1"
 POLICY = {"name": "bench", "algorithm": "linucb", "context_dim": 16, "num_actions": 10}
-RESULTS = REPO / "bench" / "results" / "act_throughput.json"
+RESULTS = harness.RESULTS_DIR / "act_throughput.json"
 TARGET_CONNECTIONS, TARGET_RATIO, TARGET_P99_MS = 32, 0.60, 25.0
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never leave 127.0.0.1
 
 
 def act_body(seed: int) -> bytes:
     rng = random.Random(seed)
     context = [round(rng.uniform(-1.0, 1.0), 6) for _ in range(POLICY["context_dim"])]
     return json.dumps({"policy": POLICY["name"], "context": context}, separators=(",", ":")).encode()
-
-
-# -- small HTTP helpers (setup and checks only) -----------------------------------------------
-
-
-def http(method: str, url: str, body: bytes | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
-    assert url.startswith(f"http://{HOST}:"), url
-    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with _NO_PROXY.open(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def wait_http_ok(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: process exited with {process.returncode}\n{tail(log)}")
-        try:
-            status, body = http("GET", url, timeout=2.0)
-            if status == 200:
-                return
-            last = f"{status} {body[:200]!r}"
-        except OSError as error:
-            last = repr(error)
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready after {timeout:.0f}s (last: {last})\n{tail(log)}")
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-# -- processes ----------------------------------------------------------------------------------
-
-
-class Child:
-    """A subprocess in its own session, its output in a log file, stopped on close()."""
-
-    def __init__(self, name: str, command: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-        self.name, self.log = name, log
-        self._log_file = log.open("wb")
-        self.process = subprocess.Popen(
-            command, stdout=self._log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # uvicorn shuts down cleanly on SIGINT
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self._log_file.close()
-
-
-def source_revision() -> dict[str, Any]:
-    """The commit benchmarked and whether the served code differs from it."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "service", "bandits", "exporter", "training"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return {"commit": head.stdout.strip(), "served_code_modified": bool(dirty.stdout.strip())}
 
 
 def cpu_busy(seconds: float = 1.0) -> float | None:
@@ -169,11 +79,6 @@ def cpu_busy(seconds: float = 1.0) -> float | None:
     return 1 - (idle1 - idle0) / max(total1 - total0, 1)
 
 
-def venv_tool(name: str) -> str | None:
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.is_file() else shutil.which(name)
-
-
 # -- metrics scraped from the service (exact non-2xx count and batch sizes) ------------------------
 
 _SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} ([0-9.eE+-]+)$")
@@ -181,7 +86,7 @@ _SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} ([0-9.eE+-]+)$")
 
 def scrape(base: str) -> dict[str, float]:
     """POST /act request counts by status and the batch-size histogram sums, from /metrics."""
-    status, text = http("GET", f"{base}/metrics")
+    status, text = harness.http_request("GET", f"{base}/metrics")
     out: dict[str, float] = collections.defaultdict(float)
     if status != 200:
         return out
@@ -457,21 +362,18 @@ def summarise_profile(raw: Path, top: int = 12) -> str:
 
 
 def fmt_table(rows: list[dict[str, Any]], generator: str) -> str:
-    lines = [
-        f"load generator: {generator}; closed loop; each cell is one run of the duration below",
-        "",
-        "| connections | service req/s | service p50 ms | service p99 ms | bare req/s | bare p50 ms | bare p99 ms "
-        "| throughput ratio service/bare | errors (service / bare) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    columns = ("connections", "service req/s", "service p50 ms", "service p99 ms", "bare req/s", "bare p50 ms",
+               "bare p99 ms", "throughput ratio service/bare", "errors (service / bare)")  # fmt: skip
+    cells = []
     for row in rows:
         s, b = row["service"], row["bare"]
-        lines.append(
-            f"| {row['connections']} | {s['rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} "
-            f"| {b['rps']:.0f} | {b['p50_ms']:.2f} | {b['p99_ms']:.2f} | {row['ratio']:.2f} "
-            f"| {s['non_2xx'] + s['socket_errors']} / {b['non_2xx'] + b['socket_errors']} |"
-        )
-    return "\n".join(lines)
+        cells.append(
+            (row["connections"], f"{s['rps']:.0f}", f"{s['p50_ms']:.2f}", f"{s['p99_ms']:.2f}", f"{b['rps']:.0f}",
+             f"{b['p50_ms']:.2f}", f"{b['p99_ms']:.2f}", f"{row['ratio']:.2f}",
+             f"{s['non_2xx'] + s['socket_errors']} / {b['non_2xx'] + b['socket_errors']}")
+        )  # fmt: skip
+    table = harness.markdown_table(columns, "r" * len(columns), cells)
+    return f"load generator: {generator}; closed loop; each cell is one run of the duration below\n\n{table}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -497,56 +399,43 @@ def main(argv: list[str] | None = None) -> int:
     if args.generator == "wrk" and shutil.which("wrk") is None:
         parser.error("wrk is not on PATH")
     use_wrk = args.generator == "wrk" or (args.generator == "auto" and shutil.which("wrk") is not None)
-    banditd = venv_tool("banditd")
-    if banditd is None:
+    if harness.venv_tool("banditd") is None:
         parser.error("no banditd executable next to this python or on PATH")
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (`cmd &`)
+    harness.stop_on_signals()
     started = time.monotonic()
-    revision, busy_at_start = source_revision(), cpu_busy()
+    revision, busy_at_start = harness.source_revision("served_code_modified"), cpu_busy()
     if busy_at_start is not None and busy_at_start > 0.2:
         print(f"warning: CPUs {100 * busy_at_start:.0f}% busy before start; other work on this machine skews results")
-    tmp = Path(tempfile.mkdtemp(prefix="banditd-bench-"))
     body = act_body(args.seed)
     with contextlib.ExitStack() as stack:
-        if not args.keep_tmp:
-            stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-        else:
-            print(f"temp dir: {tmp}")
-        redis = EmbeddedRedis(tmp / "redis", host=HOST)
-        redis.start()
-        stack.callback(redis.stop)
+        tmp = stack.enter_context(harness.scratch_dir("banditd-bench-", keep=args.keep_tmp))
+        redis = stack.enter_context(EmbeddedRedis(tmp / "redis", host=HOST))
 
-        service_port, bare_port = free_port(HOST), free_port(HOST)
-        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-        env |= {"REDIS_URL": redis.url, "BANDIT_DEMO_POLICY": "false", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        service = Child(
-            "service",
-            [banditd, "serve", "--host", HOST, "--port", str(service_port), "--data-dir", str(tmp / "data")],
-            tmp / "service.log",
-            env,
+        # `banditd serve` keeps the BANDIT_* settings of the shell; uvicorn shuts down cleanly on SIGINT
+        env = harness.child_env(
+            {"REDIS_URL": redis.url, "BANDIT_DEMO_POLICY": "false", "TF_CPP_MIN_LOG_LEVEL": "2"}, drop_settings=False
         )
-        stack.callback(service.close)
-        bare = Child(
-            "bare",
-            [sys.executable, str(REPO / "bench" / "bare_app.py"), "--host", HOST, "--port", str(bare_port)],
-            tmp / "bare.log",
-            env,
+        service = stack.enter_context(
+            harness.Banditd("serve", tmp / "data", tmp / "service.log", env, stop_signal=signal.SIGINT, stop_timeout=15)
         )
-        stack.callback(bare.close)
+        service_port, bare_port = service.port, free_port(HOST)
+        bare = stack.enter_context(
+            harness.Child(
+                [sys.executable, str(REPO / "bench" / "bare_app.py"), "--host", HOST, "--port", str(bare_port)],
+                tmp / "bare.log",
+                env,
+                stop_signal=signal.SIGINT,
+                stop_timeout=15,
+            )
+        )
 
-        service_base, bare_base = f"http://{HOST}:{service_port}", f"http://{HOST}:{bare_port}"
-        wait_http_ok(f"{bare_base}/healthz", bare.process, bare.log, timeout=60)
-        wait_http_ok(f"{service_base}/readyz", service.process, service.log, timeout=180)
-        status, answer = http("POST", f"{service_base}/policies", json.dumps(POLICY).encode(), timeout=120)
-        if status != 201:
-            raise RuntimeError(f"POST /policies: {status} {answer[:500]!r}\n{tail(service.log)}")
+        service_base, bare_base = service.url, f"http://{HOST}:{bare_port}"
+        bare.wait_http_ok(f"{bare_base}/healthz", timeout=60)
+        service.wait_ready(timeout=180)
+        harness.post_policy(service_base, POLICY, service.log)
         for name, base in (("service", service_base), ("bare", bare_base)):
-            status, answer = http("POST", f"{base}/act", body)
+            status, answer = harness.http_request("POST", f"{base}/act", body)
             decision = json.loads(answer) if status == 200 else {}
             if status != 200 or not {"event_id", "action", "propensity", "scores"} <= decision.keys():
                 raise RuntimeError(f"{name} POST /act: {status} {answer[:500]!r}")
@@ -639,12 +528,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_s": args.warmup,
             "policy": POLICY,
             "request_body": body.decode(),
-            "host": {
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "cpu_busy_before_start": busy_at_start,
-            },
+            "host": harness.host_info(cpu_busy_before_start=busy_at_start),
             "source": revision,
             "wall_time_s": round(elapsed, 1),
             "rows": rows,
@@ -653,15 +537,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             result["profile"] = profile(args, service.pid, lambda s: drive("service", TARGET_CONNECTIONS, s))
 
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
-        print(f"wrote {args.json}")
+        harness.write_json(args.json, result)
     return 0
 
 
 def profile(args: argparse.Namespace, pid: int, load: Any) -> dict[str, Any]:
     """py-spy record of the service while `load` drives it at 32 connections."""
-    py_spy = venv_tool("py-spy")
+    py_spy = harness.venv_tool("py-spy")
     if py_spy is None:
         print("--profile: py-spy not found (pip install py-spy)", file=sys.stderr)
         return {"error": "py-spy not found"}
@@ -688,8 +570,4 @@ def profile(args: argparse.Namespace, pid: int, load: Any) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; every started process was stopped", file=sys.stderr)
-        sys.exit(130)
+    harness.run_main(main)

@@ -30,9 +30,6 @@ Prints a markdown table and writes bench/results/ope_dr.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -41,16 +38,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # `python bench/x.py` puts bench/ first on sys.path, not the repo
-    sys.path.insert(0, str(REPO))
+if (_REPO := str(Path(__file__).resolve().parent.parent)) not in sys.path:  # `python bench/x.py`: bench/ is first
+    sys.path.insert(0, _REPO)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from training import ope  # noqa: E402
-from training.simulators import LinearSimulator  # noqa: E402
+from bench import harness
+from training import ope
+from training.simulators import LinearSimulator
 
-RESULTS = REPO / "bench" / "results" / "ope_dr.json"
+RESULTS = harness.RESULTS_DIR / "ope_dr.json"
 D, K = 16, 10
 RIDGE, N_FOLDS, SEED = 1.0, 2, 0
 
@@ -172,35 +169,33 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     print(f"\n{args.rows:,} logged decisions, d={D}, K={K}, uniform logging; median of {args.repeats} runs\n")
-    print("| step | training/ope.py s | numpy s | ratio ope/numpy |")
-    print("|---|---:|---:|---:|")
-    for name, library_s, numpy_s in rows:
-        print(f"| {name} | {library_s:.3f} | {numpy_s:.3f} | {library_s / numpy_s:.2f} |")
+    cells = [
+        (name, f"{library_s:.3f}", f"{numpy_s:.3f}", f"{library_s / numpy_s:.2f}") for name, library_s, numpy_s in rows
+    ]
     if evaluate_s is not None:
-        print(
-            f"| evaluate_arrays: 5 estimators + {args.n_bootstrap}-resample bootstrap (once) | {evaluate_s:.3f} | | |"
+        cells.append(
+            (
+                f"evaluate_arrays: 5 estimators + {args.n_bootstrap}-resample bootstrap (once)",
+                f"{evaluate_s:.3f}",
+                "",
+                "",
+            )
         )
+    print(harness.markdown_table(("step", "training/ope.py s", "numpy s", "ratio ope/numpy"), "lrrr", cells))
     print(f"\nDR: training/ope.py {values['ope']:.12f}, numpy {values['numpy']:.12f}")
     if evaluate_s is not None:
         dr = report.estimates["dr"]
         print(f"DR interval ({args.n_bootstrap} resamples): [{dr.low:.6f}, {dr.high:.6f}]")
 
     result = {
-        "args": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+        "args": harness.args_dict(args),
         "shape": {"rows": args.rows, "context_dim": D, "num_actions": K, "ridge": RIDGE, "n_folds": N_FOLDS},
         "seconds": {"median": median, "all": seconds, "evaluate_arrays": evaluate_s},
         "dr": values,
         "report": report.to_dict() if evaluate_s is not None else None,
-        "host": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-        },
+        "host": harness.host_info(numpy=np.__version__),
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    harness.write_json(args.json, result)
     return 0
 
 

@@ -37,34 +37,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+if (_REPO := str(Path(__file__).resolve().parent.parent)) not in sys.path:  # `python bench/x.py`: bench/ is first
+    sys.path.insert(0, _REPO)
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # `python bench/x.py` puts bench/ first on sys.path, not the repo
-    sys.path.insert(0, str(REPO))
+from bench import harness
+
+harness.quiet_tensorflow()
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from service.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from service.embedded_redis import EmbeddedRedis  # noqa: E402
 from training.simulators import LinearSimulator  # noqa: E402
 
-HOST = "127.0.0.1"
-RESULTS = REPO / "bench" / "results" / "regret_curve.json"
-PLOT = REPO / "bench" / "results" / "regret_curve.png"
+RESULTS = harness.RESULTS_DIR / "regret_curve.json"
+PLOT = harness.RESULTS_DIR / "regret_curve.png"
 WORKERS = 8
 HYPERPARAMETERS: dict[str, dict[str, Any]] = {"linucb": {"alpha": 0.5}, "lints": {}}
 LABELS = {"linucb": "LinUCB", "lints": "Thompson sampling", "uniform": "uniform"}
@@ -130,65 +123,6 @@ def play_in_process(problem: Problem, algorithm: str, eager: bool) -> tuple[np.n
 # -- (b) over HTTP ----------------------------------------------------------------------------------------
 
 
-class Service:
-    """`banditd up` as a child process in its own session (the API and its trainer child)."""
-
-    def __init__(self, port: int, data_dir: Path, redis_url: str, log: Path) -> None:
-        banditd = Path(sys.executable).with_name("banditd")
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("BANDIT_") and k != "REDIS_URL" and not k.lower().endswith("_proxy")
-        }
-        env |= {
-            "REDIS_URL": redis_url,
-            "BANDIT_DEMO_POLICY": "false",
-            "BANDIT_TRAINER_METRICS_PORT": "0",
-            "BANDIT_LIVE_POLL_SECONDS": "0.2",
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-        }
-        self.url = f"http://{HOST}:{port}"
-        self.log = log
-        self._log_file = log.open("wb")
-        command = [str(banditd), "up", "--host", HOST, "--port", str(port), "--data-dir", str(data_dir)]
-        self.process = subprocess.Popen(
-            command, stdout=self._log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
-        )
-
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        deadline = time.monotonic() + timeout
-        with httpx.Client(trust_env=False, timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"banditd exited with {self.process.returncode}:\n{tail(self.log)}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(f"{self.url}/readyz").status_code == 200:
-                        return
-                time.sleep(0.2)
-        raise RuntimeError(f"banditd not ready after {timeout:.0f}s:\n{tail(self.log)}")
-
-    def stop(self) -> None:
-        """SIGTERM (the API drains, then stops its trainer); SIGKILL to the whole group if that hangs."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        with contextlib.suppress(ProcessLookupError):  # the trainer child, should it have outlived its parent
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self._log_file.close()
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 def play_http(url: str, name: str, problem: Problem, deadline: float) -> tuple[np.ndarray, list[str], float]:
     """Plays every round once, WORKERS at a time, in round order; returns (actions, versions, seconds)."""
     n = len(problem.contexts)
@@ -240,17 +174,14 @@ def run_http(problem: Problem, algorithm: str, tmp: Path, max_seconds: float) ->
         "num_actions": problem.sim.num_actions, "hyperparameters": HYPERPARAMETERS[algorithm], "training": TRAINING,
     }  # fmt: skip
     with contextlib.ExitStack() as stack:
-        server = EmbeddedRedis(folder / "redis", host=HOST)
-        redis_url = server.start()
-        stack.callback(server.stop)
-        service = Service(free_port(HOST), folder / "data", redis_url, folder / "banditd.log")
-        stack.callback(service.stop)
+        redis_url = stack.enter_context(EmbeddedRedis(folder / "redis", host=harness.HOST)).url
+        service = stack.enter_context(
+            harness.banditd_up(folder / "data", redis_url, folder / "banditd.log", {"BANDIT_LIVE_POLL_SECONDS": "0.2"})
+        )
         service.wait_ready()
-        created = httpx.post(f"{service.url}/policies", json=policy, timeout=120, trust_env=False)
-        if created.status_code != 201:
-            raise RuntimeError(f"POST /policies: {created.status_code} {created.text[:500]}")
+        harness.post_policy(service.url, policy, service.log)
         actions, versions, seconds = play_http(service.url, name, problem, time.monotonic() + max_seconds)
-        info = httpx.get(f"{service.url}/policies/{name}", timeout=30, trust_env=False).json()
+        info = harness.get_json(f"{service.url}/policies/{name}")
     return {"actions": actions, "versions": versions, "seconds": seconds, "info": info}
 
 
@@ -309,25 +240,6 @@ def plot(curves: dict[str, np.ndarray], rounds: int, path: Path) -> None:
     plt.close(fig)
 
 
-def source_revision() -> dict[str, Any]:
-    """The commit benchmarked and whether the code under test differs from it."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "service", "bandits", "exporter", "training"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return {"commit": head.stdout.strip(), "code_under_test_modified": bool(dirty.stdout.strip())}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=10_000, help="rounds per variant (default %(default)s)")
@@ -344,19 +256,15 @@ def main(argv: list[str] | None = None) -> int:
         if algorithm not in HYPERPARAMETERS:
             parser.error(f"unknown algorithm {algorithm!r}")
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    harness.stop_on_signals()
     started = time.monotonic()
-    revision = source_revision()
+    revision = harness.source_revision()
     print(f"source: {revision}", flush=True)
     problem = Problem(args.rounds, args.seed)
     uniform = problem.sim.uniform_regret(problem.contexts)
     curves: dict[str, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
-    tmp = Path(tempfile.mkdtemp(prefix="banditd-regret-"))
-    try:
+    with harness.scratch_dir("banditd-regret-", keep=args.keep_tmp) as tmp:
         for algorithm in algorithms:
             actions, seconds = play_in_process(problem, algorithm, args.eager)
             local = problem.regret(actions)
@@ -388,27 +296,22 @@ def main(argv: list[str] | None = None) -> int:
                     "http_policy_info": http["info"],
                 }
             )
-    finally:
-        if args.keep_tmp:
-            print(f"temp dir: {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
     curves["uniform"] = np.cumsum(uniform)
     plot(curves, args.rounds, args.plot)
 
     print()
     print(f"Cumulative expected regret over {args.rounds:,} rounds (LinearSimulator seed {args.seed}, d=16, K=10):")
     print()
-    print("| algorithm | cumulative regret in process | over HTTP | ratio HTTP/in-process | as % of uniform's "
-          "(in process / HTTP) |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|")
-    for r in rows:
-        print(
-            f"| {LABELS[r['algorithm']]} ({r['algorithm']}, {json.dumps(r['hyperparameters'])}) | "
-            f"{r['regret_in_process']:.1f} | {r['regret_http']:.1f} | {r['ratio_http_over_in_process']:.2f} | "
-            f"{r['in_process_pct_of_uniform']:.2f}% / {r['http_pct_of_uniform']:.2f}% |"
-        )
-    print(f"| uniform (expected) | {uniform.sum():.1f} | – | – | 100% |")
+    columns = ("algorithm", "cumulative regret in process", "over HTTP", "ratio HTTP/in-process",
+               "as % of uniform's (in process / HTTP)")  # fmt: skip
+    cells = [
+        (f"{LABELS[r['algorithm']]} ({r['algorithm']}, {json.dumps(r['hyperparameters'])})",
+         f"{r['regret_in_process']:.1f}", f"{r['regret_http']:.1f}", f"{r['ratio_http_over_in_process']:.2f}",
+         f"{r['in_process_pct_of_uniform']:.2f}% / {r['http_pct_of_uniform']:.2f}%")
+        for r in rows
+    ]  # fmt: skip
+    cells.append(("uniform (expected)", f"{uniform.sum():.1f}", "–", "–", "100%"))
+    print(harness.markdown_table(columns, "lrrrr", cells))
     elapsed = time.monotonic() - started
     print()
     print(f"plot: {args.plot}")
@@ -421,20 +324,14 @@ def main(argv: list[str] | None = None) -> int:
         "uniform_regret": float(uniform.sum()),
         "rows": rows,
         "curves_every_100_rounds": {k: v[99::100].round(3).tolist() for k, v in curves.items()},
-        "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "host": harness.host_info(),
         "source": revision,
         "wall_time_s": round(elapsed, 1),
         "plot": str(args.plot),
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"wrote {args.json}")
+    harness.write_json(args.json, result)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; every started process was stopped", file=sys.stderr)
-        sys.exit(130)
+    harness.run_main(main)

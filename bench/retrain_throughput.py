@@ -31,35 +31,29 @@ bench/results/retrain_throughput.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import platform
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+if (_REPO := str(Path(__file__).resolve().parent.parent)) not in sys.path:  # `python bench/x.py`: bench/ is first
+    sys.path.insert(0, _REPO)
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # `python bench/x.py` puts bench/ first on sys.path, not the repo
-    sys.path.insert(0, str(REPO))
+from bench import harness
+
+harness.quiet_tensorflow()
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from service.embedded_redis import EmbeddedRedis  # noqa: E402
 from training import offline  # noqa: E402
 from training.logclient import LogClient  # noqa: E402
 from training.simulators import LinearSimulator  # noqa: E402
 
-RESULTS = REPO / "bench" / "results" / "retrain_throughput.json"
+RESULTS = harness.RESULTS_DIR / "retrain_throughput.json"
 
 
 def synthetic_log(name: str, d: int, k: int, n: int, seed: int) -> offline.JoinedLog:
@@ -115,38 +109,10 @@ class PhaseTimer:
         self.seconds[self._task.split()[0]] = time.perf_counter() - self._started
 
 
-@contextlib.contextmanager
-def redis_server(folder: Path) -> Iterator[str]:
-    from service.embedded_redis import EmbeddedRedis  # noqa: PLC0415
-
-    server = EmbeddedRedis(folder, host="127.0.0.1")
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop()
-
-
-def create_policy(url: str, data_dir: Path, name: str, d: int, k: int) -> None:
-    """Creates the policy exactly as the service does: the app in process, POST /policies."""
-    from fastapi.testclient import TestClient  # noqa: PLC0415
-
-    from service.app import create_app  # noqa: PLC0415
-    from service.settings import Settings  # noqa: PLC0415
-
-    settings = Settings(redis_url=url, data_dir=data_dir, demo_policy=False)
-    with TestClient(create_app(settings)) as client:
-        answer = client.post(
-            "/policies", json={"name": name, "algorithm": "linucb", "context_dim": d, "num_actions": k}
-        )
-        if answer.status_code != 201:
-            raise RuntimeError(f"POST /policies: {answer.status_code} {answer.text[:500]}")
-
-
 def measure_shape(d: int, k: int, args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
     name = f"bench-{d}x{k}"
     store = tmp / "models"
-    create_policy(url, tmp, name, d, k)
+    harness.create_policy_in_process(url, tmp, name, d, k)
     joined = synthetic_log(name, d, k, args.rows, args.seed)
     path = tmp / f"{name}.parquet"
     n = len(joined)
@@ -216,47 +182,29 @@ def measure_shape(d: int, k: int, args: argparse.Namespace, url: str, tmp: Path)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    out = [
-        "| shape | rows | Parquet MB | write rows/s | read rows/s | update ex/s | retrain ex/s | file to candidate |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    cells = []
     for r in rows:
         e = r["examples_per_s"]
-        out.append(
-            f"| d={r['d']} K={r['K']} | {r['rows']:,} | {r['parquet_bytes'] / 1e6:.1f} | {e['parquet_write']:,.0f} | "
-            f"{e['parquet_read']:,.0f} | {e['update']:,.0f} | {e['retrain']:,.0f} | {e['e2e']:,.0f} |"
-        )
-    return "\n".join(out)
+        cells.append(
+            (
+                f"d={r['d']} K={r['K']}", f"{r['rows']:,}", f"{r['parquet_bytes'] / 1e6:.1f}",
+                f"{e['parquet_write']:,.0f}", f"{e['parquet_read']:,.0f}", f"{e['update']:,.0f}",
+                f"{e['retrain']:,.0f}", f"{e['e2e']:,.0f}",
+            )
+        )  # fmt: skip
+    columns = ("shape", "rows", "Parquet MB", "write rows/s", "read rows/s", "update ex/s", "retrain ex/s",
+               "file to candidate")  # fmt: skip
+    return harness.markdown_table(columns, "lrrrrrrr", cells)
 
 
 def redis_table(rows: list[dict[str, Any]]) -> str:
-    out = ["| shape | rows | import_log rows/s | read_joined_log rows/s |", "|---|---:|---:|---:|"]
-    for r in rows:
-        if r["redis"]:
-            x = r["redis"]
-            out.append(
-                f"| d={r['d']} K={r['K']} | {x['rows']:,} | {x['import_log_rows_per_s']:,.0f} | "
-                f"{x['read_joined_log_rows_per_s']:,.0f} |"
-            )
-    return "\n".join(out)
-
-
-def source_revision() -> dict[str, Any]:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "service", "bandits", "exporter", "training"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return {"commit": head.stdout.strip(), "code_under_test_modified": bool(dirty.stdout.strip())}
+    cells = [
+        (f"d={r['d']} K={r['K']}", f"{x['rows']:,}", f"{x['import_log_rows_per_s']:,.0f}",
+         f"{x['read_joined_log_rows_per_s']:,.0f}")
+        for r in rows
+        if (x := r["redis"])
+    ]  # fmt: skip
+    return harness.markdown_table(("shape", "rows", "import_log rows/s", "read_joined_log rows/s"), "lrrr", cells)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,18 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
-    revision = source_revision()
+    shapes = harness.parse_shapes(args.shapes)
+    revision = harness.source_revision()
     print(f"source: {revision}", flush=True)
     print(f"tensorflow {tf.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs", flush=True)
-    tmp = Path(tempfile.mkdtemp(prefix="banditd-retrain-bench-"))
     rows = []
-    try:
-        with redis_server(tmp / "redis") as url:
-            for d, k in shapes:
-                rows.append(measure_shape(d, k, args, url, tmp))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with (
+        harness.scratch_dir("banditd-retrain-bench-") as tmp,
+        EmbeddedRedis(tmp / "redis", host=harness.HOST) as server,
+    ):
+        for d, k in shapes:
+            rows.append(measure_shape(d, k, args, server.url, tmp))
     print()
     print(f"Offline retrain from a Parquet log (median of {args.repeats}):")
     print()
@@ -289,15 +236,14 @@ def main(argv: list[str] | None = None) -> int:
         print("Through Redis (the API's retrain reads the log there):")
         print()
         print(redis_table(rows))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
     result = {
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": harness.args_dict(args),
         "source": revision,
-        "platform": {"python": platform.python_version(), "cpus": os.cpu_count(), "tensorflow": tf.__version__},
+        "platform": harness.host_info(with_platform=False, tensorflow=tf.__version__),
         "rows": rows,
     }
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {args.json}")
+    print()
+    harness.write_json(args.json, result)
     return 0
 
 

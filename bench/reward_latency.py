@@ -42,97 +42,30 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
 import random
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # `python bench/x.py` puts bench/ first on sys.path, not the repo
-    sys.path.insert(0, str(REPO))
+if (_REPO := str(Path(__file__).resolve().parent.parent)) not in sys.path:  # `python bench/x.py`: bench/ is first
+    sys.path.insert(0, _REPO)
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-import redis  # noqa: E402
+import httpx
+import numpy as np
+import redis
 
-from service.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
-from training import eventlog  # noqa: E402
-from training.simulators import LinearSimulator  # noqa: E402
+from bench import harness
+from bench.harness import HOST
+from service.embedded_redis import EmbeddedRedis
+from training import eventlog
+from training.simulators import LinearSimulator
 
-HOST = "127.0.0.1"
-RESULTS = REPO / "bench" / "results" / "reward_latency.json"
+RESULTS = harness.RESULTS_DIR / "reward_latency.json"
 TARGET_P95_S = 1.0
 POLICY_NAME = "latency"
-
-
-# -- processes -------------------------------------------------------------------------------------
-
-
-class Service:
-    """`banditd up` as a child process in its own session (the API and its trainer child)."""
-
-    def __init__(self, port: int, data_dir: Path, redis_url: str, log: Path, extra_env: dict[str, str]) -> None:
-        banditd = Path(sys.executable).with_name("banditd")
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("BANDIT_") and k != "REDIS_URL" and not k.lower().endswith("_proxy")
-        }
-        env |= {
-            "REDIS_URL": redis_url,
-            "BANDIT_DEMO_POLICY": "false",
-            "BANDIT_TRAINER_METRICS_PORT": "0",
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-        } | extra_env
-        self.url = f"http://{HOST}:{port}"
-        self.log = log
-        self._log_file = log.open("wb")
-        command = [str(banditd), "up", "--host", HOST, "--port", str(port), "--data-dir", str(data_dir)]
-        self.process = subprocess.Popen(
-            command, stdout=self._log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
-        )
-
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        deadline = time.monotonic() + timeout
-        with httpx.Client(trust_env=False, timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"banditd exited with {self.process.returncode}:\n{tail(self.log)}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(f"{self.url}/readyz").status_code == 200:
-                        return
-                time.sleep(0.2)
-        raise RuntimeError(f"banditd not ready after {timeout:.0f}s:\n{tail(self.log)}")
-
-    def stop(self) -> None:
-        """SIGTERM (the API drains, then stops its trainer); SIGKILL to the whole group if that hangs."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        with contextlib.suppress(ProcessLookupError):  # the trainer child, should it have outlived its parent
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self._log_file.close()
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 # -- the measurement -------------------------------------------------------------------------------
@@ -283,23 +216,9 @@ def percentile(values: list[float], p: float) -> float:
     return float(np.percentile(np.asarray(values), p, method="linear")) if values else float("nan")
 
 
-def source_revision() -> dict[str, Any]:
-    """The commit benchmarked and whether the code under test differs from it."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "service", "bandits", "exporter", "training"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return {"commit": head.stdout.strip(), "code_under_test_modified": bool(dirty.stdout.strip())}
+def ms(seconds: float) -> str:
+    """A table cell: seconds as whole milliseconds."""
+    return f"{seconds * 1000:.0f} ms"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,38 +235,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, data)")
     args = parser.parse_args(argv)
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    harness.stop_on_signals()
     started = time.monotonic()
-    revision = source_revision()
+    revision = harness.source_revision()
     print(f"source: {revision}", flush=True)
-    tmp = Path(tempfile.mkdtemp(prefix="banditd-latency-"))
     rng = random.Random(args.seed)
     sim = LinearSimulator(seed=args.seed + 1000)
     stop = threading.Event()
     with contextlib.ExitStack() as stack:
-        if args.keep_tmp:
-            print(f"temp dir: {tmp}")
-        else:
-            stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-        server = EmbeddedRedis(tmp / "redis", host=HOST)
-        redis_url = server.start()
-        stack.callback(server.stop)
+        tmp = stack.enter_context(harness.scratch_dir("banditd-latency-", keep=args.keep_tmp))
+        redis_url = stack.enter_context(EmbeddedRedis(tmp / "redis", host=HOST)).url
         data_dir = tmp / "data"
-        service = Service(free_port(HOST), data_dir, redis_url, tmp / "banditd.log", {})
-        stack.callback(service.stop)
+        service = stack.enter_context(harness.banditd_up(data_dir, redis_url, tmp / "banditd.log"))
         service.wait_ready()
         policy = {
             "name": POLICY_NAME, "algorithm": "linucb", "context_dim": 16, "num_actions": 10,
             "training": {"publish_every_examples": 1_000_000, "publish_every_seconds": args.publish_seconds},
         }  # fmt: skip
+        created = harness.post_policy(service.url, policy, service.log)
         http = stack.enter_context(httpx.Client(base_url=service.url, timeout=30, trust_env=False))
-        created = http.post("/policies", json=policy)
-        if created.status_code != 201:
-            raise RuntimeError(f"POST /policies: {created.status_code} {created.text[:500]}")
-        if created.json()["reward"]["aggregation"] != "earliest":
+        if created["reward"]["aggregation"] != "earliest":
             raise RuntimeError("expected the default reward aggregation 'earliest'")
         for greedy in (False, True):  # first calls of both SavedModel variants, outside the measurement
             http.post("/act", json={"policy": POLICY_NAME, "context": [0.0] * 16, "greedy": greedy}).raise_for_status()
@@ -403,12 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.background_workers} background workers (~{background_rate:.0f} act+reward/s), {len(samples)} samples:"
     )
     print()
-    print("| samples | p50 | p95 | max | timeouts | p95 <= 1 s |")
-    print("|---:|---:|---:|---:|---:|---|")
-    print(
-        f"| {len(samples)} | {p50 * 1000:.0f} ms | {p95 * 1000:.0f} ms | {worst * 1000:.0f} ms | {timeouts} | "
-        f"{'yes' if met else 'NO'} |"
-    )
+    cells = [(len(samples), ms(p50), ms(p95), ms(worst), timeouts, "yes" if met else "NO")]
+    print(harness.markdown_table(("samples", "p50", "p95", "max", "timeouts", "p95 <= 1 s"), "rrrrrl", cells))
     print()
     print(f"Target (p95 <= {TARGET_P95_S:g} s): {'MET' if met else 'NOT MET'} (p95 {p95:.3f} s)")
     parts = {
@@ -418,19 +321,16 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("Where the time goes (per sample; checkpoint write time = mtime of its position.json):")
     print()
-    print("| part | p50 | p95 | max |")
-    print("|---|---:|---:|---:|")
+    breakdown = []
     for part, values in parts.items():
         known = [v for v in values if v is not None]
-        print(
-            f"| {part} | {percentile(known, 50) * 1000:.0f} ms | {percentile(known, 95) * 1000:.0f} ms | "
-            f"{max(known, default=float('nan')) * 1000:.0f} ms |"
-        )
+        worst_part = max(known, default=float("nan"))
+        breakdown.append((part, ms(percentile(known, 50)), ms(percentile(known, 95)), ms(worst_part)))
     if len(intervals):
-        print(
-            f"| interval between checkpoints ({len(intervals)}) | {percentile(list(intervals), 50) * 1000:.0f} ms | "
-            f"{percentile(list(intervals), 95) * 1000:.0f} ms | {intervals.max() * 1000:.0f} ms |"
-        )
+        between = list(intervals)
+        breakdown.append((f"interval between checkpoints ({len(intervals)})", ms(percentile(between, 50)),
+                          ms(percentile(between, 95)), ms(intervals.max())))  # fmt: skip
+    print(harness.markdown_table(("part", "p50", "p95", "max"), "lrrr", breakdown))
     if errors:
         print(f"background errors: {len(errors)} (first: {errors[0]})")
     elapsed = time.monotonic() - started
@@ -438,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "target": {"p95_s": TARGET_P95_S, "met": met, "p50_s": p50, "p95_s_measured": p95, "max_s": worst,
                    "timeouts": timeouts},
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": harness.args_dict(args),
         "policy": policy,
         "background_act_reward_per_s": background_rate,
         "checkpoint_intervals_s": {
@@ -450,20 +350,14 @@ def main(argv: list[str] | None = None) -> int:
         },
         "background_errors": errors[:20],
         "policy_info_at_end": info,
-        "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "host": harness.host_info(),
         "source": revision,
         "wall_time_s": round(elapsed, 1),
         "samples": [asdict(s) for s in samples],
     }  # fmt: skip
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"wrote {args.json}")
+    harness.write_json(args.json, result)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; every started process was stopped", file=sys.stderr)
-        sys.exit(130)
+    harness.run_main(main)

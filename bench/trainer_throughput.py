@@ -41,37 +41,31 @@ Prints markdown tables and writes bench/results/trainer_throughput.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import platform
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+if (_REPO := str(Path(__file__).resolve().parent.parent)) not in sys.path:  # `python bench/x.py`: bench/ is first
+    sys.path.insert(0, _REPO)
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # `python bench/x.py` puts bench/ first on sys.path, not the repo
-    sys.path.insert(0, str(REPO))
+from bench import harness
+
+harness.quiet_tensorflow()
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import bandits  # noqa: E402
 from bandits import linear as tf_linear  # noqa: E402
+from service.embedded_redis import EmbeddedRedis  # noqa: E402
 from training.simulators import LinearSimulator  # noqa: E402
 
-RESULTS = REPO / "bench" / "results" / "trainer_throughput.json"
+RESULTS = harness.RESULTS_DIR / "trainer_throughput.json"
 TARGET_SHAPE, TARGET_EXAMPLES_PER_S = (16, 10), 50_000
 RIDGE = 1.0
 
@@ -226,36 +220,6 @@ def measure_update(d: int, k: int, batch: int, data: Data, repeats: int, budget_
 # -- (b) the whole trainer path --------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def redis_server(folder: Path) -> Iterator[str]:
-    from service.embedded_redis import EmbeddedRedis  # noqa: PLC0415
-
-    server = EmbeddedRedis(folder, host="127.0.0.1")
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop()
-
-
-def create_policy(url: str, data_dir: Path, name: str, d: int, k: int) -> None:
-    """Creates the policy exactly as the service does: the app in process, POST /policies."""
-    from fastapi.testclient import TestClient  # noqa: PLC0415
-
-    from service.app import create_app  # noqa: PLC0415
-    from service.settings import Settings  # noqa: PLC0415
-
-    settings = Settings(redis_url=url, data_dir=data_dir, demo_policy=False)
-    with TestClient(create_app(settings)) as client:
-        answer = client.post(
-            "/policies", json={"name": name, "algorithm": "linucb", "context_dim": d, "num_actions": k}
-        )
-        if answer.status_code != 201:
-            raise RuntimeError(f"POST /policies: {answer.status_code} {answer.text[:500]}")
-        if answer.json()["live_version"] != "1.0":
-            raise RuntimeError(f"unexpected live version {answer.json()['live_version']}")
-
-
 def fill_log(url: str, name: str, data: Data, k: int, chunk: int = 2000) -> float:
     """Writes one decision per example, then one reward per decision; returns seconds taken."""
     import redis  # noqa: PLC0415
@@ -302,18 +266,19 @@ def measure_trainer(d: int, k: int, n: int, read_batch: int, seed: int, tmp: Pat
     name = f"tp{d}x{k}"
     data = make_data(d, k, n, seed)
     folder = tmp / name
-    with redis_server(folder / "redis") as url:
-        create_policy(url, folder / "data", name, d, k)
+    with EmbeddedRedis(folder / "redis", host=harness.HOST) as server:
+        url = server.url
+        harness.create_policy_in_process(url, folder / "data", name, d, k)
         fill_seconds = fill_log(url, name, data, k)
         log = LogClient(url)
         spent = {"read_decisions": 0.0, "read_rewards": 0.0}
         for method in spent:
             original = getattr(log, method)
 
-            def timed(*args: Any, _original: Any = original, _method: str = method) -> Any:
+            def timed(*args: Any, _original: Any = original, _method: str = method, **kwargs: Any) -> Any:
                 t = time.perf_counter()
                 try:
-                    return _original(*args)
+                    return _original(*args, **kwargs)
                 finally:
                     spent[_method] += time.perf_counter() - t
 
@@ -362,71 +327,35 @@ def fmt_rate(value: float) -> str:
 
 
 def update_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| shape | batch | TF update ex/s | numpy ex/s | ratio |", "|---|---:|---:|---:|---:|"]
+    cells = []
     for r in rows:
         e = r["examples_per_s"]
-        lines.append(
-            f"| d={r['d']} K={r['K']} | {r['batch']:,} | {fmt_rate(e['tf'])} | {fmt_rate(e['numpy'])} | "
-            f"{r['ratio_tf_over_numpy']:.2f} |"
-        )
-    return "\n".join(lines)
+        cells.append((f"d={r['d']} K={r['K']}", f"{r['batch']:,}", fmt_rate(e["tf"]), fmt_rate(e["numpy"]),
+                      f"{r['ratio_tf_over_numpy']:.2f}"))  # fmt: skip
+    return harness.markdown_table(("shape", "batch", "TF update ex/s", "numpy ex/s", "ratio"), "lrrrr", cells)
 
 
 def diagnostic_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| shape | batch | TF policy.update ex/s | TF _updated alone (one chunk) ex/s | numpy per-action ex/s | "
-        "numpy one-hot ex/s |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
+    cells = []
     for r in rows:
         e = r["examples_per_s"]
-        lines.append(
-            f"| d={r['d']} K={r['K']} | {r['batch']:,} | {fmt_rate(e['tf'])} | {fmt_rate(e['tf_graph'])} | "
-            f"{fmt_rate(e['numpy'])} | {fmt_rate(e['numpy_one_hot'])} |"
-        )
-    return "\n".join(lines)
+        cells.append((f"d={r['d']} K={r['K']}", f"{r['batch']:,}", fmt_rate(e["tf"]), fmt_rate(e["tf_graph"]),
+                      fmt_rate(e["numpy"]), fmt_rate(e["numpy_one_hot"])))  # fmt: skip
+    columns = ("shape", "batch", "TF policy.update ex/s", "TF _updated alone (one chunk) ex/s",
+               "numpy per-action ex/s", "numpy one-hot ex/s")  # fmt: skip
+    return harness.markdown_table(columns, "lrrrrr", cells)
 
 
 def trainer_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| shape | examples | drain s | trainer ex/s (read+join+update) | read s | update s | other s | "
-        "update calls (largest) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| d={r['d']} K={r['K']} | {r['examples']:,} | {r['drain_seconds']:.2f} | "
-            f"{fmt_rate(r['examples_per_s'])} | {r['read_seconds']:.2f} | {r['update_seconds']:.2f} | "
-            f"{r['other_seconds']:.2f} | {r['update_calls']} ({r['largest_update_batch']:,}) |"
-        )
-    return "\n".join(lines)
-
-
-def parse_shapes(text: str) -> list[tuple[int, int]]:
-    shapes = []
-    for item in text.split(","):
-        d, _, k = item.strip().partition("x")
-        shapes.append((int(d), int(k)))
-    return shapes
-
-
-def source_revision() -> dict[str, Any]:
-    """The commit benchmarked and whether the code under test differs from it."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "service", "bandits", "exporter", "training"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return {"commit": head.stdout.strip(), "code_under_test_modified": bool(dirty.stdout.strip())}
+    cells = [
+        (f"d={r['d']} K={r['K']}", f"{r['examples']:,}", f"{r['drain_seconds']:.2f}", fmt_rate(r["examples_per_s"]),
+         f"{r['read_seconds']:.2f}", f"{r['update_seconds']:.2f}", f"{r['other_seconds']:.2f}",
+         f"{r['update_calls']} ({r['largest_update_batch']:,})")
+        for r in rows
+    ]  # fmt: skip
+    columns = ("shape", "examples", "drain s", "trainer ex/s (read+join+update)", "read s", "update s", "other s",
+               "update calls (largest)")  # fmt: skip
+    return harness.markdown_table(columns, "lrrrrrrr", cells)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -444,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    shapes = parse_shapes(args.shapes)
+    shapes = harness.parse_shapes(args.shapes)
     batch_sizes = [int(b) for b in args.batches.split(",")]
     trainer_n = [int(n) for n in args.trainer_examples.split(",")]
     if len(trainer_n) == 1:
@@ -452,12 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(trainer_n) != len(shapes):
         parser.error("--trainer-examples needs one value or one per shape")
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    harness.stop_on_signals()
     started = time.monotonic()
-    revision = source_revision()
+    revision = harness.source_revision()
     print(f"source: {revision}", flush=True)
     print(f"tensorflow {tf.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs", flush=True)
 
@@ -477,8 +403,7 @@ def main(argv: list[str] | None = None) -> int:
 
     trainer_rows = []
     if not args.skip_trainer:
-        tmp = Path(tempfile.mkdtemp(prefix="banditd-trainer-bench-"))
-        try:
+        with harness.scratch_dir("banditd-trainer-bench-") as tmp:
             for (d, k), n in zip(shapes, trainer_n, strict=True):
                 row = measure_trainer(d, k, n, args.read_batch, args.seed, tmp)
                 print(
@@ -488,8 +413,6 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 trainer_rows.append(row)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     print()
     print("Update only (median of repeats; theta asserted allclose between TF and numpy):")
@@ -525,23 +448,16 @@ def main(argv: list[str] | None = None) -> int:
         "target": {"shape": list(TARGET_SHAPE), "examples_per_s": TARGET_EXAMPLES_PER_S,
                    "verdicts": [{"measurement": w, "examples_per_s": r, "met": r >= TARGET_EXAMPLES_PER_S}
                                 for w, r in verdicts]},
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                 "tensorflow": tf.__version__, "numpy": np.__version__},
+        "args": harness.args_dict(args),
+        "host": harness.host_info(tensorflow=tf.__version__, numpy=np.__version__),
         "source": revision,
         "wall_time_s": round(elapsed, 1),
         "update_only": update_rows,
         "trainer": trainer_rows,
     }  # fmt: skip
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"wrote {args.json}")
+    harness.write_json(args.json, result)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; every started process was stopped", file=sys.stderr)
-        sys.exit(130)
+    harness.run_main(main)

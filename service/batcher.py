@@ -13,7 +13,6 @@ worker already runs the next batch's first stage. Batches finish in the order th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
@@ -55,9 +54,8 @@ class MicroBatcher(Generic[Item, Result]):
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5.0)
 
     async def _collect(self) -> list[tuple[Item, asyncio.Future[Result]]]:
         batch = [await self._queue.get()]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from redis.exceptions import RedisError
@@ -21,16 +20,19 @@ class LiveWatch:
         self.log = log
         self.poll_seconds = poll_seconds
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._poll())]
 
     async def close(self) -> None:
+        # redis-py may turn a cancellation inside a blocking read into a ConnectionError, which
+        # the listener would retry: the flag stops it, and the wait is bounded regardless.
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5.0)
 
     async def _apply(self, name: str, version: str) -> None:
         try:
@@ -43,7 +45,7 @@ class LiveWatch:
             logger.error("policy %s: cannot serve %s: %s", name, version, error)
 
     async def _listen(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 async for name, _ in self.log.announcements():
                     # Serve what the pointer says now: an announcement may arrive after a newer one.
@@ -51,11 +53,13 @@ class LiveWatch:
                     if found is not None:
                         await self._apply(name, found[1])
             except (RedisError, ServiceError) as error:
+                if self._closing:
+                    return
                 logger.warning("announcements interrupted (%s); polling covers the gap", error)
                 await asyncio.sleep(1.0)
 
     async def _poll(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.poll_seconds)
             try:
                 live = await self.log.live_versions()
