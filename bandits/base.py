@@ -71,6 +71,9 @@ class Policy(tf.Module, abc.ABC):
         action = self.greedy(context, mask, seed)["action"]
         return tf.one_hot(action, self.num_actions, dtype=tf.float32)
 
+    def compile(self) -> None:
+        """Prepares anything the first update would otherwise build lazily (optional)."""
+
     @abc.abstractmethod
     def update(self, contexts: tf.Tensor, actions: tf.Tensor, rewards: tf.Tensor, weights: tf.Tensor) -> None:
         """Trains on n examples. contexts: [n, d], actions: [n] int32, rewards: [n], weights: [n]."""

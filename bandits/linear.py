@@ -27,7 +27,17 @@ class LinearState(tf.Module):
         self.train_step = tf.Variable(0, dtype=tf.int64, name="train_step")
 
 
-@tf.function(reduce_retracing=True)
+@tf.function(
+    input_signature=[
+        tf.TensorSpec([None, None, None], tf.float64),
+        tf.TensorSpec([None, None], tf.float64),
+        tf.TensorSpec([None], tf.float64),
+        tf.TensorSpec([None, None], tf.float32),
+        tf.TensorSpec([None], tf.int32),
+        tf.TensorSpec([None], tf.float32),
+        tf.TensorSpec([None], tf.float32),
+    ]
+)
 def _updated(
     gram: tf.Tensor,
     reward_sums: tf.Tensor,
@@ -78,6 +88,10 @@ class LinearPolicy(Policy):
             s.theta.assign(theta)
             s.gram_inverse.assign(gram_inverse)
         s.train_step.assign_add(1)
+
+    def compile(self) -> None:
+        """Traces the update graph now (about a second), not on the first batch of examples."""
+        _updated.get_concrete_function()
 
     def mean_and_width(self, context: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """[batch, K] posterior mean and confidence width for context [batch, d]."""

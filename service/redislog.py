@@ -113,8 +113,15 @@ class RedisLog:
 
     @_storage_errors
     async def trainer_stats(self, name: str) -> dict[str, str]:
-        raw: dict[Any, Any] = await self.client.hgetall(eventlog.trainer_key(name))
-        return {_str(k): _str(v) for k, v in raw.items()}
+        """The trainer's view of a policy, plus "holder": the trainer holding its lease, if any."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(eventlog.trainer_key(name))
+            pipe.get(eventlog.lease_key(name))
+            raw, holder = await pipe.execute()
+        stats = {_str(k): _str(v) for k, v in raw.items()}
+        if holder is not None:
+            stats["holder"] = _str(holder)
+        return stats
 
     # -- experiments ------------------------------------------------------------------
 

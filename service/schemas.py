@@ -267,6 +267,8 @@ class PolicyInfo(BaseModel):
     """Rewards logged (including late and duplicate ones)."""
     late_rewards: int
     duplicate_rewards: int
+    trainer: str | None = None
+    """The trainer process holding this policy's lease; null when none is training it."""
     applied_examples: int
     """Examples the trainer has applied (in its last published or in-memory state)."""
     pending_joins: int

@@ -81,6 +81,7 @@ class PolicyTrainer:
         self.export = export
         self.live = live
         self.policy = self.spec.build_policy()
+        self.policy.compile()
         checkpoints.restore_variables(self.policy, self.store, self.name, export, checkpoint)
         self.state = checkpoints.read_state(self.store, self.name, export, checkpoint)
         # A shadow learns from the log of the policy it shadows, under that policy's reward rules.
@@ -201,10 +202,12 @@ class PolicyTrainer:
             return None
         self.live = version
         self.unpublished = 0
-        # Keep the cadence: the next deadline counts from this one's, not from when it finished.
+        # Keep the clock's cadence: a publish the clock was due for counts the next period from
+        # its deadline, not from when it finished; any other publish restarts the clock.
         period = self.spec.training.publish_every_seconds
         now = time.monotonic()
-        self.last_publish = self.last_publish + period if now - self.last_publish < 2 * period else now
+        deadline = self.last_publish + period
+        self.last_publish = deadline if deadline <= now < deadline + period else now
         self.last_publish_ms = int(time.time() * 1000)
         self._prune(checkpoint)
         self.metrics.publish_seconds.labels(self.name).observe(time.perf_counter() - start)

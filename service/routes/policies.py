@@ -71,6 +71,7 @@ async def _info(request: Request, name: str) -> PolicyInfo:
         rewards=stats.get("rewards", 0),
         late_rewards=stats.get("late_rewards", 0),
         duplicate_rewards=stats.get("duplicate_rewards", 0),
+        trainer=trainer.get("holder"),
         applied_examples=applied,
         pending_joins=int(trainer.get("pending", 0)),
         defaulted_rewards=int(trainer.get("defaulted", 0)),

@@ -71,7 +71,7 @@ def test_trainer_applies_the_joined_log_exactly_and_replicas_serve_it(
     np.testing.assert_allclose(served["scores"], local["scores"].numpy()[0], rtol=1e-6)
     info = app_client.get("/policies/shop").json()
     assert info["live_version"] == "1.1"
-    assert (info["applied_examples"], info["pending_joins"]) == (60, 0)
+    assert (info["applied_examples"], info["pending_joins"], info["trainer"]) == (60, 0, "test-trainer")
     assert info["trainer_lag"] == info["decisions"] - 60 >= 1  # the greedy probes are not applied yet
     assert info["mean_reward"] == pytest.approx(float(rewards.astype(np.float64).mean()), rel=1e-6)
     assert info["last_publish_time"] == pytest.approx(time.time(), abs=30)
