@@ -71,7 +71,10 @@ def _trainer_process(settings) -> Iterator[subprocess.Popen[bytes]]:  # type: ig
     env = os.environ | {"REDIS_URL": settings.redis_url, "BANDIT_DATA_DIR": str(settings.data_dir)}
     if settings.model_store is not None:
         env["BANDIT_MODEL_STORE"] = str(settings.model_store)
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "train"], env=env)
+    from service.embedded_redis import die_with_parent  # noqa: PLC0415
+
+    command = [sys.executable, "-m", "service.cli", "train"]
+    process = subprocess.Popen(command, env=env, preexec_fn=die_with_parent)  # noqa: PLW1509 - one prctl call
     try:
         yield process
     finally:

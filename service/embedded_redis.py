@@ -38,7 +38,7 @@ def redis_server_binary() -> str:
 _LIBC = ctypes.CDLL("libc.so.6", use_errno=True) if sys.platform.startswith("linux") else None
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: ask Linux to SIGTERM it when its parent dies (even by SIGKILL).
 
     Only one system call, on a library loaded beforehand, so it is safe after fork.
@@ -85,7 +85,7 @@ class EmbeddedRedis:
                 command,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - see _die_with_parent
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - see die_with_parent
             )
             self.port = port
             if self._wait_ready(timeout):
