@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         decider = Decider(
             registry, log, metrics, settings.batch_max_size, settings.batch_max_wait_ms / 1000, experiments
         )
-        watch = LiveWatch(registry, log, settings.live_poll_seconds)
+        watch = LiveWatch(registry, log, settings.live_poll_seconds, metrics)
         app.state.log, app.state.registry, app.state.decider = log, registry, decider
         app.state.experiments = experiments
         try:

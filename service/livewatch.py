@@ -8,6 +8,7 @@ import logging
 from redis.exceptions import RedisError
 
 from service.errors import ServiceError
+from service.metrics import Metrics
 from service.redislog import RedisLog
 from service.registry import PolicyRegistry
 
@@ -15,7 +16,9 @@ logger = logging.getLogger(__name__)
 
 
 class LiveWatch:
-    def __init__(self, registry: PolicyRegistry, log: RedisLog, poll_seconds: float) -> None:
+    def __init__(self, registry: PolicyRegistry, log: RedisLog, poll_seconds: float, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._refused: dict[str, str] = {}
         self.registry = registry
         self.log = log
         self.poll_seconds = poll_seconds
@@ -41,8 +44,15 @@ class LiveWatch:
                 await self.registry.get(name)
                 return
             await self.registry.apply(name, version)
-        except (ServiceError, OSError, ValueError) as error:
-            logger.error("policy %s: cannot serve %s: %s", name, version, error)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            # A tampered or partial export fails its checksums, a broken checkpoint its restore:
+            # the previous version keeps serving, and the refusal is logged and counted once.
+            if self._refused.get(name) != version:
+                self._refused[name] = version
+                self.metrics.refused_versions.labels(name).inc()
+                logger.error("policy %s: refusing version %s, still serving the previous one: %s", name, version, error)
 
     async def _listen(self) -> None:
         while not self._closing:

@@ -31,6 +31,12 @@ class Metrics:
         self.live_version = Gauge(
             "serving_live_version", "Export number of the version each policy serves.", ["policy"], registry=r
         )
+        self.refused_versions = Counter(
+            "serving_refused_versions_total",
+            "Live versions a replica refused to serve (checksum mismatch, unreadable checkpoint).",
+            ["policy"],
+            registry=r,
+        )
         self.live_checkpoint = Gauge(
             "serving_live_checkpoint", "Checkpoint number of the version each policy serves.", ["policy"], registry=r
         )

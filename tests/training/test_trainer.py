@@ -8,13 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 
+from exporter import savedmodel
+from exporter.spec import PolicySpec
 from service.app import create_app
 from service.settings import Settings
 from tests.bandits.test_linear import closed_form
-from training import checkpoints
+from training import checkpoints, eventlog
 from training.logclient import LogClient
 from training.metrics import TrainerMetrics
 from training.settings import TrainerSettings
@@ -196,3 +199,27 @@ def test_a_restarted_replica_serves_the_live_checkpoint(
     with TestClient(create_app(settings)) as restarted:  # verifies the export, restores the checkpoint
         body = restarted.post("/act", json={"policy": "shop", "context": [1.0, 2.0, 3.0, 4.0], "greedy": True}).json()
     assert body["version"] == "1.1" and body["scores"] == expected
+
+
+def test_a_tampered_export_is_refused_and_the_previous_version_keeps_serving(
+    app_client: TestClient, redis_client: redis.Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app_client.post("/policies", json=POLICY)
+    before = app_client.post("/act", json={"policy": "shop", "context": [1.0, 2.0, 3.0, 4.0], "greedy": True}).json()
+    store = tmp_path / "models"
+    spec = PolicySpec.from_dict(savedmodel.read_manifest(store, "shop", 1)["spec"])
+    assert savedmodel.export(spec.build_policy(), spec, store) == 2
+    victim = next((store / "shop" / "2" / "collect" / "variables").glob("*.data-*"))
+    victim.write_bytes(victim.read_bytes()[:-1] + bytes([victim.read_bytes()[-1] ^ 0xFF]))
+    redis_client.hset(eventlog.LIVE, "shop", "2.0")
+    redis_client.publish(eventlog.ANNOUNCE, "shop 2.0")
+    deadline = time.monotonic() + 10
+    while 'serving_refused_versions_total{policy="shop"} 1.0' not in app_client.get("/metrics").text:
+        assert time.monotonic() < deadline, "the replica never refused the tampered version"
+        time.sleep(0.05)
+    after = app_client.post("/act", json={"policy": "shop", "context": [1.0, 2.0, 3.0, 4.0], "greedy": True}).json()
+    assert after["version"] == before["version"] == "1.0" and after["scores"] == before["scores"]
+    assert any(
+        "refusing version 2.0" in r.getMessage() and "does not match its manifest" in r.getMessage()
+        for r in caplog.records
+    )
