@@ -310,22 +310,21 @@ class VariantSettings(BaseModel):
     """Share of units (fixed allocation); ignored by the Thompson allocator."""
 
 
+_EXPERIMENT_EXAMPLE: dict[str, Any] = {
+    "name": "homepage-ab",
+    "variants": [
+        {"name": "incumbent", "policy": "homepage", "weight": 0.8},
+        {"name": "candidate", "policy": "homepage-v2", "weight": 0.2},
+    ],
+    "allocation": "fixed",
+    "control": "incumbent",
+}
+
+
 class ExperimentCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "homepage-ab",
-                    "variants": [
-                        {"name": "incumbent", "policy": "homepage", "weight": 0.8},
-                        {"name": "candidate", "policy": "homepage-v2", "weight": 0.2},
-                    ],
-                    "allocation": "fixed",
-                    "control": "incumbent",
-                }
-            ]
-        },
+        json_schema_extra={"examples": [_EXPERIMENT_EXAMPLE]},
     )
 
     name: PolicyName
@@ -349,14 +348,8 @@ class ExperimentInfo(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {
-                    "name": "homepage-ab",
-                    "variants": [
-                        {"name": "incumbent", "policy": "homepage", "weight": 0.8},
-                        {"name": "candidate", "policy": "homepage-v2", "weight": 0.2},
-                    ],
-                    "allocation": "fixed",
-                    "control": "incumbent",
+                _EXPERIMENT_EXAMPLE
+                | {
                     "status": "running",
                     "created_ms": 1795254571083,
                     "changes": [{"ts_ms": 1795254571083, "change": "created"}],
