@@ -61,6 +61,13 @@ class LogClient:
         entries: Any = self.client.xrange(eventlog.rewards_key(name), min=f"({after}", max="+", count=count)
         return [(entry.decode(), eventlog.RewardRecord.from_raw(fields)) for entry, fields in entries]
 
+    def trim(self, name: str, decisions_before: str, rewards_before: str) -> None:
+        """Drops the policy's stream entries older than the given entry ids."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.xtrim(eventlog.decisions_key(name), minid=decisions_before, approximate=False)
+            pipe.xtrim(eventlog.rewards_key(name), minid=rewards_before, approximate=False)
+            pipe.execute()
+
     # -- leases and publishing ------------------------------------------------------
 
     def hold_lease(self, name: str, holder: str, ttl_ms: int) -> bool:

@@ -43,5 +43,9 @@ class TrainerSettings(CommonSettings):
     keep_checkpoints: int = 200
     """Checkpoints kept per export (the newest; older ones are deleted; 0 keeps all). Rollback
     can reach only what is kept."""
+    stream_retention_seconds: float = 0.0
+    """After each publish the trainer drops decision and reward log entries older than this
+    that its checkpoint covers (0: keep the log forever). Offline export, retrain and
+    experiment reports see only what is kept."""
     trainer_policies: str = ""
     """Comma-separated policies this trainer may train (shard); empty: all."""

@@ -54,11 +54,15 @@ class PolicyTrainer:
         holder: str | None = None,
         start_from: str | None = None,
         keep_checkpoints: int = 0,
+        retention_seconds: float = 0.0,
     ) -> None:
         """holder: lease holder id; None for a replay that never publishes.
         start_from: a version to start from instead of the live one (a replay from "1.0").
-        keep_checkpoints: how many of the newest checkpoints to keep on disk (0: all)."""
+        keep_checkpoints: how many of the newest checkpoints to keep on disk (0: all).
+        retention_seconds: after each publish, trim log entries older than this that the
+        checkpoint already covers (0: keep the log forever)."""
         self.keep_checkpoints = keep_checkpoints
+        self.retention_seconds = retention_seconds
         self.log = log
         self.store = Path(store)
         self.name = name
@@ -210,6 +214,7 @@ class PolicyTrainer:
         self.last_publish = deadline if deadline <= now < deadline + period else now
         self.last_publish_ms = int(time.time() * 1000)
         self._prune(checkpoint)
+        self._trim()
         self.metrics.publish_seconds.labels(self.name).observe(time.perf_counter() - start)
         self.metrics.live_checkpoint.labels(self.name).set(checkpoint)
         self._report()
@@ -222,6 +227,18 @@ class PolicyTrainer:
         for old in checkpoints.list_checkpoints(self.store, self.name, self.export)[: -self.keep_checkpoints]:
             if old != newest:
                 checkpoints.delete(self.store, self.name, self.export, old)
+
+    def _trim(self) -> None:
+        """Trims this policy's streams to the retention, never past what the checkpoint covers.
+        A shadow leaves the log it reads to the policy that owns it."""
+        if self.retention_seconds <= 0 or self.source != self.name:
+            return
+        oldest = f"{int(time.time() * 1000 - self.retention_seconds * 1000)}-0"
+        self.log.trim(
+            self.name,
+            min(oldest, self.state.decisions_position, key=eventlog.entry_key),
+            min(oldest, self.state.rewards_position, key=eventlog.entry_key),
+        )
 
     def follow_live(self) -> None:
         """Resumes from the live version if someone else (a rollback) moved it."""
@@ -309,5 +326,6 @@ class Trainer:
                 self.settings.trainer_read_batch,
                 holder=self.holder,
                 keep_checkpoints=self.settings.keep_checkpoints,
+                retention_seconds=self.settings.stream_retention_seconds,
             )
         return True

@@ -223,3 +223,30 @@ def test_a_tampered_export_is_refused_and_the_previous_version_keeps_serving(
         "refusing version 2.0" in r.getMessage() and "does not match its manifest" in r.getMessage()
         for r in caplog.records
     )
+
+
+def test_retention_trims_only_what_the_checkpoint_covers(
+    app_client: TestClient, log_client: LogClient, tmp_path: Path, redis_url: str
+) -> None:
+    app_client.post("/policies", json=POLICY | {"reward": {"wait_seconds": 30.0}})
+    assert log_client.hold_lease("shop", "trimmer", 60_000)
+    trainer = PolicyTrainer(
+        log_client, tmp_path / "models", "shop", TrainerMetrics(), 0.1, 1000, holder="trimmer", retention_seconds=0.001
+    )
+    contexts, actions, rewards = play(app_client, 20)
+    waiting = app_client.post("/act", json={"policy": "shop", "context": [0.5, -1.0, 0.25, 2.0]}).json()
+    assert trainer.step() == 20
+    trainer.publish()
+    raw = redis.Redis.from_url(redis_url)
+    # Everything before the last entry the checkpoint covers is gone; the pending decision is in it.
+    assert raw.xlen(eventlog.decisions_key("shop")) == 1 and raw.xlen(eventlog.rewards_key("shop")) == 1
+    assert len(trainer.join.pending) == 1
+    app_client.post("/reward", json={"event_id": waiting["event_id"], "reward": 1.5})
+    restarted = PolicyTrainer(log_client, tmp_path / "models", "shop", TrainerMetrics(), 0.1, 1000, holder="trimmer")
+    assert restarted.step() == 1  # the reward after the trim completes the pending join
+    x = np.vstack([contexts, [[0.5, -1.0, 0.25, 2.0]]]).astype(np.float32)
+    a = np.append(actions, waiting["action"])
+    r = np.append(rewards, 1.5).astype(np.float32)
+    for k in range(3):
+        theta, _ = closed_form(x, a, r, 1.0, k)
+        np.testing.assert_allclose(restarted.policy.state.theta.numpy()[k], theta, rtol=1e-4, atol=1e-5)
