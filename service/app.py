@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from exporter.spec import PolicySpec, RewardConfig, resolve
 from service import errors
+from service.auth import Keyring
 from service.decisions import Decider
 from service.experiments import ExperimentRouter
 from service.livewatch import LiveWatch
@@ -17,8 +18,10 @@ from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestMetrics
 from service.redislog import RedisLog
 from service.registry import PolicyRegistry
+from service.rewards import Rewarder
 from service.routes import act, experiments, health, offline, policies, rewards
 from service.settings import Settings
+from service.spool import Spool
 from service.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -38,22 +41,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log = RedisLog.from_url(settings.redis_url, settings.event_ttl_margin_seconds)  # type: ignore[arg-type]
         registry = PolicyRegistry(settings.store, log, on_swap=metrics.set_live)
         experiments = ExperimentRouter(log)
+        spool = Spool(settings.spool_path, settings.spool_max_bytes)
+        metrics.spool_bytes.set_function(lambda: spool.file.pending_bytes)
         decider = Decider(
-            registry, log, metrics, settings.batch_max_size, settings.batch_max_wait_ms / 1000, experiments
+            registry, log, metrics, settings.batch_max_size, settings.batch_max_wait_ms / 1000, experiments, spool
         )
         watch = LiveWatch(registry, log, settings.live_poll_seconds, metrics)
         app.state.log, app.state.registry, app.state.decider = log, registry, decider
-        app.state.experiments = experiments
+        app.state.experiments, app.state.spool = experiments, spool
+        app.state.rewarder = Rewarder(log, registry, metrics, spool)
         try:
             await registry.start()
             if settings.demo_policy and DEMO_POLICY.name not in registry.loaded():
                 await registry.create(DEMO_POLICY)
+            spool.start()  # what an earlier process spooled goes to Redis first
             watch.start()
             logger.info("serving %d policies from %s", len(registry.loaded()), settings.store)
             yield
         finally:
             await watch.close()
             await decider.close()
+            await spool.close()
             await log.close()
 
     app = FastAPI(
@@ -65,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
-    app.state.api_keys = settings.api_key_set()
+    app.state.keyring = Keyring(settings)
     app.state.metrics = metrics
     errors.install(app)
     for router in (act.router, rewards.router, policies.router, offline.router, experiments.router, health.router):

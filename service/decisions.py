@@ -16,16 +16,19 @@ import numpy as np
 import orjson
 
 from service.batcher import MicroBatcher
-from service.errors import Conflict, InvalidInput, ServiceError
+from service.errors import Conflict, InvalidInput, ServiceError, Unavailable
 from service.experiments import ExperimentRouter
 from service.metrics import Metrics
 from service.redislog import RedisLog
 from service.registry import PolicyRegistry, ServedPolicy
 from service.schemas import ActRequest
+from service.spool import Spool
 from training.eventlog import DecisionRecord
 
 logger = logging.getLogger(__name__)
 
+KIND = "decisions"
+"""The spool entry kind of a batch of decisions."""
 _SEED_MASK = (1 << 63) - 1
 
 
@@ -80,8 +83,11 @@ class Decider:
         batch_max_size: int,
         batch_max_wait_seconds: float,
         experiments: ExperimentRouter,
+        spool: Spool,
     ) -> None:
         self.experiments = experiments
+        self.spool = spool
+        spool.register(KIND, self._replay)
         self.registry = registry
         self.log = log
         self.metrics = metrics
@@ -97,8 +103,11 @@ class Decider:
 
     async def act(self, request: ActRequest) -> bytes:
         """The JSON body of the /act response, returned once its decision is in Redis."""
-        if request.event_id is not None:
-            earlier = await self.log.find_decision(request.event_id)
+        if request.event_id is not None and not self.spool.active:
+            try:
+                earlier = await self.log.find_decision(request.event_id)
+            except Unavailable:
+                earlier = None  # the spool drain still refuses a second decision for the event id
             if earlier is not None:
                 return self._repeat(request, *earlier)
         event_id = request.event_id or uuid.uuid4().hex
@@ -253,7 +262,7 @@ class Decider:
                     shadows=shadow,
                 )
             )
-        earlier = await self.log.record_decisions(records, responses, spec.reward.wait_seconds)
+        earlier = await self._log(records, responses, spec.reward.wait_seconds)
         results: list[bytes | ServiceError] = []
         for row, response, prior in zip(rows, responses, earlier, strict=True):
             if prior is None:
@@ -264,3 +273,31 @@ class Decider:
             else:
                 results.append(prior[1])  # a concurrent repeat of the same event id won the race
         return results
+
+    async def _log(
+        self, records: list[DecisionRecord], responses: list[bytes], wait_seconds: float
+    ) -> list[tuple[str, bytes] | None]:
+        """Writes to Redis, or (Redis away, or older writes still spooled) to the spool."""
+        if not self.spool.active:
+            try:
+                return await self.log.record_decisions(records, responses, wait_seconds)
+            except Unavailable as error:
+                reason = error.message
+        else:
+            reason = "older writes are still being written from the spool"
+        entry = {
+            "wait_seconds": wait_seconds,
+            "records": [record.to_fields() for record in records],
+            "responses": [response.decode() for response in responses],
+        }
+        await self.spool.append(KIND, entry, reason)  # SpoolFull: every caller of the batch gets 503
+        self.metrics.spooled.labels(KIND).inc(len(records))
+        return [None] * len(records)
+
+    async def _replay(self, entry: dict[str, Any]) -> None:
+        records = [DecisionRecord.from_fields(fields) for fields in entry["records"]]
+        responses = [response.encode() for response in entry["responses"]]
+        earlier = await self.log.record_decisions(records, responses, entry["wait_seconds"])
+        for record, prior in zip(records, earlier, strict=True):
+            if prior is not None:  # its event id was taken meanwhile: the spooled answer was a second one
+                logger.warning("spool: event id %s was already decided; spooled decision dropped", record.event_id)

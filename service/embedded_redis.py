@@ -123,6 +123,13 @@ class EmbeddedRedis:
             self.process.wait()
         self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to write anything more (tests)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
     def __enter__(self) -> EmbeddedRedis:
         self.start()
         return self

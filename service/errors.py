@@ -59,6 +59,23 @@ class Unauthorized(ServiceError):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(ServiceError):
+    status, code = 403, "forbidden"
+
+
+class RateLimited(ServiceError):
+    status, code, retryable = 429, "rate_limited", True
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_seconds))})
+
+
+class LimitReached(ServiceError):
+    """A configured limit (policies, experiments) is reached; ``field`` names what."""
+
+    status, code = 409, "limit_reached"
+
+
 class BodyTooLarge(ServiceError):
     status, code = 413, "body_too_large"
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from exporter.spec import PolicySpec
-from service.errors import InvalidInput, NotFound
+from service.errors import InvalidInput, NotFound, Unavailable
 from service.redislog import RedisLog
 from training.eventlog import DecisionRecord, RewardRecord
 from training.experiments import Experiment, Variant, assign_fixed, assign_thompson, lift, mean_interval
@@ -36,7 +36,12 @@ class ExperimentRouter:
         cached = self._definitions.get(name)
         if cached is not None and not fresh and time.monotonic() - cached[0] < CACHE_SECONDS:
             return cached[1]
-        data = await self.log.experiment(name)
+        try:
+            data = await self.log.experiment(name)
+        except Unavailable:
+            if cached is None:
+                raise
+            return cached[1]  # Redis is away: keep routing by the last known definition
         if data is None:
             raise NotFound(f"experiment: no experiment named {name!r}", "experiment")
         experiment = Experiment.from_dict(data)
@@ -47,7 +52,12 @@ class ExperimentRouter:
         cached = self._stats.get(name)
         if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
             return cached[1]
-        stats = await self.log.experiment_stats(name)
+        try:
+            stats = await self.log.experiment_stats(name)
+        except Unavailable:
+            if cached is None:
+                raise
+            return cached[1]
         self._stats[name] = (time.monotonic(), stats)
         return stats
 

@@ -41,6 +41,17 @@ class Metrics:
             "serving_live_checkpoint", "Checkpoint number of the version each policy serves.", ["policy"], registry=r
         )
 
+        self.spooled = Counter(
+            "serving_spooled_total", "Writes that went to the local spool instead of Redis.", ["kind"], registry=r
+        )
+        self.spool_bytes = Gauge("serving_spool_bytes", "Bytes waiting in the local spool.", registry=r)
+        self.refused = Counter(
+            "serving_refused_requests_total",
+            "Requests refused before any work: unauthorized, forbidden, rate_limited.",
+            ["reason"],
+            registry=r,
+        )
+
     def set_live(self, policy: str, version: str) -> None:
         export, _, checkpoint = version.partition(".")
         self.live_version.labels(policy).set(int(export))

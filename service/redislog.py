@@ -13,6 +13,8 @@ from typing import Any, ParamSpec, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from exporter.spec import PolicySpec
@@ -54,7 +56,15 @@ class RedisLog:
 
     @classmethod
     def from_url(cls, url: str, event_ttl_margin_seconds: float) -> RedisLog:
-        client = aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+        # Fail fast when Redis is away (the caller spools): one quick retry for a dropped
+        # connection, not redis-py's default of seconds of backoff, and a bounded connect.
+        client = aioredis.Redis.from_url(
+            url,
+            decode_responses=False,
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
+            socket_connect_timeout=1.0,
+        )
         return cls(client, event_ttl_margin_seconds)
 
     async def close(self) -> None:

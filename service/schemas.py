@@ -153,6 +153,9 @@ class RewardResponse(BaseModel):
     accepted: bool
     """Whether this reward counts for learning under the policy's aggregation rule."""
     detail: str
+    spooled: bool = False
+    """True when Redis was unavailable: the reward waits in the local spool and is checked
+    (unknown event, late, duplicate) when it is written to Redis."""
 
 
 class ExplorationSettings(BaseModel):

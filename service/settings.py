@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
 from training.settings import CommonSettings
+
+
+class ScopedKey(BaseModel):
+    """One entry of BANDIT_SCOPED_KEYS."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: SecretStr = Field(min_length=16)
+    scopes: list[Literal["act", "reward", "read", "admin"]] = Field(min_length=1)
+    policies: list[str] | None = None
+    """Restrict the key to these policies (None: all)."""
+    rate_per_second: float | None = Field(default=None, ge=0)
+    """This key's rate limit (None: BANDIT_RATE_LIMIT_PER_SECOND)."""
 
 
 class Settings(CommonSettings):
@@ -12,10 +30,32 @@ class Settings(CommonSettings):
     """Interface the API listens on."""
     port: int = 8000
     """Port the API listens on."""
-    api_keys: str = ""
-    """Comma-separated keys accepted on /act and /reward as `Authorization: Bearer <key>`. Empty: open."""
-    admin_key: str = ""
-    """Key required on admin routes (POST /policies). Empty: admin routes are open."""
+    api_keys: SecretStr = SecretStr("")
+    """Comma-separated keys with the act, reward and read scopes (`Authorization: Bearer <key>`)."""
+    admin_key: SecretStr = SecretStr("")
+    """A key with every scope, the only one the admin routes accept besides admin scoped keys."""
+    scoped_keys: list[ScopedKey] = Field(default_factory=list)
+    """JSON list of keys with chosen scopes, optionally restricted to policies, optionally with
+    their own rate limit: `[{"key": "...", "scopes": ["act"], "policies": ["demo"],
+    "rate_per_second": 50}]`. With no key configured anywhere, every route is open."""
+    rate_limit_per_second: float = 0.0
+    """Requests per second each key may make (0: unlimited); beyond it, 429 with Retry-After.
+    Counted per API process. With no keys configured, counted per client address."""
+    rate_limit_burst_seconds: float = 2.0
+    """How many seconds' worth of requests a key may save up and spend at once."""
+    max_policies: int = 100
+    """POST /policies refuses to create more (409)."""
+    max_experiments: int = 100
+    """POST /experiments refuses to create more (409)."""
+    max_context_dim: int = 4096
+    """Largest context_dim a policy may declare (at most 4096)."""
+    max_actions: int = 1024
+    """Largest num_actions a policy may declare (at most 4096)."""
+    spool_dir: Path | None = None
+    """Where decisions and rewards wait while Redis is unreachable; default <data_dir>/spool-<port>.
+    Each API process needs its own."""
+    spool_max_bytes: int = 256 << 20
+    """Spool size; when it is full, /act and /reward answer 503 with Retry-After."""
     max_body_bytes: int = 1 << 20
     """Larger request bodies are refused with 413."""
     batch_max_size: int = 64
@@ -29,5 +69,9 @@ class Settings(CommonSettings):
     live_poll_seconds: float = 1.0
     """How often a replica polls the live-version pointers (fallback for missed announcements)."""
 
+    @property
+    def spool_path(self) -> Path:
+        return self.spool_dir if self.spool_dir is not None else self.data_dir / f"spool-{self.port}"
+
     def api_key_set(self) -> frozenset[str]:
-        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+        return frozenset(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from service.auth import require_client
+from service.auth import authorize
 from service.schemas import ActRequest, ActResponse, json_body, parse_body
 
 router = APIRouter(tags=["decisions"])
@@ -18,7 +18,13 @@ router = APIRouter(tags=["decisions"])
 )
 async def act(request: Request) -> Response:
     """Chooses an action for a context. The response is sent only after its decision is logged."""
-    await require_client(request)
+    grant = await authorize(request, "act")
     body = parse_body(ActRequest, await request.body())
+    if body.policy is not None:
+        grant.check_policy(body.policy)
+    elif grant.policies is not None:
+        assert body.experiment is not None
+        experiment = await request.app.state.experiments.get(body.experiment)
+        grant.check_policies(v.policy for v in experiment.variants)
     payload = await request.app.state.decider.act(body)
     return Response(payload, media_type="application/json")

@@ -9,13 +9,20 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from service.auth import require_admin, require_client
-from service.errors import Conflict, InvalidInput
+from service.auth import require_admin, require_read
+from service.errors import Conflict, InvalidInput, LimitReached
 from service.experiments import build_report
 from service.schemas import ExperimentCreate, ExperimentInfo, ExperimentPatch, ExperimentReport
 from training.experiments import Experiment, Variant
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
+
+
+async def _allowed(request: Request, name: str) -> Experiment:
+    """The experiment, if the caller's key may use every policy it routes to (else 403)."""
+    experiment = await request.app.state.experiments.get(name, fresh=True)
+    request.state.grant.check_policies(v.policy for v in experiment.variants)
+    return experiment
 
 
 async def _info(request: Request, experiment: Experiment) -> ExperimentInfo:
@@ -34,6 +41,10 @@ async def _info(request: Request, experiment: Experiment) -> ExperimentInfo:
 )
 async def create_experiment(body: ExperimentCreate, request: Request) -> ExperimentInfo:
     """Splits traffic between variants, each served by an existing policy."""
+    request.state.grant.check_policies(v.policy for v in body.variants)
+    limit = request.app.state.settings.max_experiments
+    if len(await request.app.state.log.experiment_names()) >= limit:
+        raise LimitReached(f"name: the service holds {limit} experiments (BANDIT_MAX_EXPERIMENTS)", "name")
     names = [v.name for v in body.variants]
     if len(set(names)) != len(names):
         raise InvalidInput("variants: variant names must be unique", "variants")
@@ -62,23 +73,24 @@ async def create_experiment(body: ExperimentCreate, request: Request) -> Experim
     return await _info(request, experiment)
 
 
-@router.get("", response_model=list[ExperimentInfo], dependencies=[Depends(require_client)])
+@router.get("", response_model=list[ExperimentInfo], dependencies=[Depends(require_read)])
 async def list_experiments(request: Request) -> list[ExperimentInfo]:
+    """Every experiment whose policies the key may use."""
     router_ = request.app.state.experiments
-    return [
-        await _info(request, await router_.get(n, fresh=True)) for n in await request.app.state.log.experiment_names()
-    ]
+    allowed = request.state.grant.policies
+    found = [await router_.get(n, fresh=True) for n in await request.app.state.log.experiment_names()]
+    return [await _info(request, e) for e in found if allowed is None or all(v.policy in allowed for v in e.variants)]
 
 
-@router.get("/{name}", response_model=ExperimentInfo, dependencies=[Depends(require_client)])
+@router.get("/{name}", response_model=ExperimentInfo, dependencies=[Depends(require_read)])
 async def get_experiment(name: str, request: Request) -> ExperimentInfo:
-    return await _info(request, await request.app.state.experiments.get(name, fresh=True))
+    return await _info(request, await _allowed(request, name))
 
 
 @router.patch("/{name}", response_model=ExperimentInfo, dependencies=[Depends(require_admin)])
 async def change_experiment(name: str, body: ExperimentPatch, request: Request) -> ExperimentInfo:
     """Pauses, resumes, ends or re-weights an experiment; every change is logged with its time."""
-    experiment = await request.app.state.experiments.get(name, fresh=True)
+    experiment = await _allowed(request, name)
     changed: dict[str, Any] = {}
     if experiment.status == "ended":
         raise Conflict(f"status: experiment {name!r} has ended and cannot change", "status")
@@ -99,11 +111,11 @@ async def change_experiment(name: str, body: ExperimentPatch, request: Request) 
     return await _info(request, await request.app.state.experiments.get(name, fresh=True))
 
 
-@router.get("/{name}/report", response_model=ExperimentReport, dependencies=[Depends(require_client)])
+@router.get("/{name}/report", response_model=ExperimentReport, dependencies=[Depends(require_read)])
 async def report(name: str, request: Request) -> ExperimentReport:
     """Per variant: counts, mean reward (95% interval), lift against the control with its interval
     and p-value, and the off-policy estimate of each variant's policy on all the traffic."""
-    experiment = await request.app.state.experiments.get(name, fresh=True)
+    experiment = await _allowed(request, name)
     policies = sorted({v.policy for v in experiment.variants})
     registry = request.app.state.registry
     served = {p: await registry.get(p) for p in policies}

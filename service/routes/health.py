@@ -20,15 +20,24 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 async def readyz(request: Request) -> Response:
-    """Redis answers and every policy is loaded."""
+    """ready: Redis answers and every policy is loaded. degraded (still 200): Redis is away or
+    catching up and decisions go to the local spool. unavailable (503): Redis is away and the
+    spool is full. loading (503): a policy is not loaded yet."""
+    spool = request.app.state.spool
+    spooling = {"spool_bytes": spool.file.pending_bytes, "spool_max_bytes": spool.file.max_bytes}
     try:
         await request.app.state.log.ping()
         names = await request.app.state.log.policy_names()
         missing = sorted(set(names) - set(request.app.state.registry.loaded()))
     except ServiceError as error:
-        return JSONResponse(Health(status="unavailable", detail={"redis": error.message}).model_dump(), 503)
+        status = "unavailable" if spool.full else "degraded"
+        body = Health(status=status, detail={"redis": error.message, **spooling})
+        return JSONResponse(body.model_dump(), 503 if spool.full else 200)
     if missing:
         return JSONResponse(Health(status="loading", detail={"missing_policies": missing}).model_dump(), 503)
+    if spool.active:
+        detail = {"redis": "catching up: writing the spool to Redis", **spooling}
+        return JSONResponse(Health(status="degraded", detail=detail).model_dump())
     return JSONResponse(Health(status="ready", detail={"policies": len(names)}).model_dump())
 
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Depends, Request
 from redis.exceptions import RedisError
 
-from service.auth import require_admin
+from service.auth import require_admin_policy
 from service.errors import Conflict, InvalidInput, NotFound, ServiceError, Unavailable
 from service.registry import PolicyRegistry
 from service.routes.policies import _info
@@ -74,7 +74,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post(
     "/{name}/retrain",
     response_model=RetrainResponse,
-    dependencies=[Depends(require_admin)],
+    dependencies=[Depends(require_admin_policy)],
     responses=_ERRORS,
 )
 async def retrain(name: str, body: RetrainRequest, request: Request) -> RetrainResponse:
@@ -101,7 +101,7 @@ async def retrain(name: str, body: RetrainRequest, request: Request) -> RetrainR
 @router.post(
     "/{name}/evaluate",
     response_model=EvaluateResponse,
-    dependencies=[Depends(require_admin)],
+    dependencies=[Depends(require_admin_policy)],
     responses=_ERRORS,
 )
 async def evaluate(name: str, body: EvaluateRequest, request: Request) -> EvaluateResponse:
@@ -125,7 +125,7 @@ async def evaluate(name: str, body: EvaluateRequest, request: Request) -> Evalua
 @router.post(
     "/{name}/promote",
     response_model=PolicyInfo,
-    dependencies=[Depends(require_admin)],
+    dependencies=[Depends(require_admin_policy)],
     responses=_ERRORS,
 )
 async def promote(name: str, body: PromoteRequest, request: Request) -> PolicyInfo:

@@ -11,8 +11,8 @@ import bandits
 from exporter import savedmodel
 from exporter import spec as policy_spec
 from exporter.spec import PolicySpec
-from service.auth import require_admin, require_client
-from service.errors import InvalidInput, NotFound
+from service.auth import require_admin, require_admin_policy, require_read, require_read_policy
+from service.errors import InvalidInput, LimitReached, NotFound
 from service.registry import PolicyRegistry
 from service.schemas import PolicyCreate, PolicyInfo, PolicyList, RollbackRequest
 from training import checkpoints
@@ -90,6 +90,14 @@ async def _info(request: Request, name: str) -> PolicyInfo:
 )
 async def create_policy(body: PolicyCreate, request: Request) -> PolicyInfo:
     """Builds the policy, exports version 1 and serves it."""
+    request.state.grant.check_policies([body.name] + ([body.shadow_of] if body.shadow_of else []))
+    settings = request.app.state.settings
+    if body.context_dim > settings.max_context_dim:
+        raise InvalidInput(f"context_dim: at most {settings.max_context_dim} (BANDIT_MAX_CONTEXT_DIM)", "context_dim")
+    if body.num_actions > settings.max_actions:
+        raise InvalidInput(f"num_actions: at most {settings.max_actions} (BANDIT_MAX_ACTIONS)", "num_actions")
+    if len(await request.app.state.log.policy_names()) >= settings.max_policies:
+        raise LimitReached(f"name: the service holds {settings.max_policies} policies (BANDIT_MAX_POLICIES)", "name")
     spec = _spec_from(body)
     if spec.shadow_of is not None:
         found = await request.app.state.log.policy(spec.shadow_of)
@@ -108,7 +116,7 @@ async def create_policy(body: PolicyCreate, request: Request) -> PolicyInfo:
 @router.post(
     "/{name}/rollback",
     response_model=PolicyInfo,
-    dependencies=[Depends(require_admin)],
+    dependencies=[Depends(require_admin_policy)],
     responses={404: {"description": "Unknown policy or version"}, 422: {"description": "Incompatible version"}},
 )
 async def rollback(name: str, body: RollbackRequest, request: Request) -> PolicyInfo:
@@ -135,16 +143,18 @@ async def rollback(name: str, body: RollbackRequest, request: Request) -> Policy
     return await _info(request, name)
 
 
-@router.get("", response_model=PolicyList, dependencies=[Depends(require_client)])
+@router.get("", response_model=PolicyList, dependencies=[Depends(require_read)])
 async def list_policies(request: Request) -> PolicyList:
-    names = await request.app.state.log.policy_names()
+    """Every policy the key may use."""
+    allowed = request.state.grant.policies
+    names = [n for n in await request.app.state.log.policy_names() if allowed is None or n in allowed]
     return PolicyList(policies=[await _info(request, name) for name in names])
 
 
 @router.get(
     "/{name}",
     response_model=PolicyInfo,
-    dependencies=[Depends(require_client)],
+    dependencies=[Depends(require_read_policy)],
     responses={404: {"description": "Unknown policy"}},
 )
 async def get_policy(name: str, request: Request) -> PolicyInfo:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Request
 
-from service.auth import require_client
-from service.errors import LateReward, NotFound
+from service.auth import authorize
 from service.schemas import RewardRequest, RewardResponse, json_body, parse_body
-from training.eventlog import RewardRecord
 
 router = APIRouter(tags=["decisions"])
 
@@ -23,39 +19,6 @@ router = APIRouter(tags=["decisions"])
 )
 async def reward(request: Request) -> RewardResponse:
     """Reports the reward of a decision. Late rewards are logged (marked late) and answered 409."""
-    await require_client(request)
+    grant = await authorize(request, "reward")
     body = parse_body(RewardRequest, await request.body())
-    log = request.app.state.log
-    unknown = NotFound(f"event_id: no decision {body.event_id!r} (unknown, or expired)", "event_id")
-    found = await log.decision_time(body.event_id)
-    if found is None:
-        raise unknown
-    policy, decided_ms, experiment = found
-    spec = (await request.app.state.registry.get(policy)).spec
-    now_ms = int(time.time() * 1000)
-    late = now_ms > decided_ms + spec.reward.wait_seconds * 1000
-    record = RewardRecord(body.event_id, now_ms, body.reward, late)
-    sequence = await log.record_reward(policy, record, spec.reward.aggregation, experiment)
-    if sequence < 0:
-        raise unknown
-    metrics = request.app.state.metrics
-    if late:
-        metrics.rewards.labels(policy, "late").inc()
-        waited = (now_ms - decided_ms) / 1000
-        raise LateReward(
-            f"event_id: reward came {waited:.1f}s after the decision, past policy {policy!r}'s "
-            f"{spec.reward.wait_seconds:g}s window; it is logged as late and not learned from",
-            "event_id",
-        )
-    if spec.reward.aggregation == "sum":
-        accepted, detail, outcome = True, f"reward {sequence} of this event, summed", "accepted"
-    elif sequence == 1:
-        accepted, detail, outcome = True, "first reward", "accepted"
-    else:
-        accepted, detail, outcome = (
-            False,
-            f"duplicate: aggregation 'earliest' keeps the first of {sequence}",
-            "duplicate",
-        )
-    metrics.rewards.labels(policy, outcome).inc()
-    return RewardResponse(event_id=body.event_id, accepted=accepted, detail=detail)
+    return await request.app.state.rewarder.reward(body.event_id, body.reward, grant)
