@@ -236,10 +236,16 @@ class RedisLog:
 
     @_storage_errors
     async def record_reward(
-        self, policy: str, record: eventlog.RewardRecord, aggregation: str, experiment: str | None = None
+        self,
+        policy: str,
+        record: eventlog.RewardRecord,
+        aggregation: str,
+        experiment: str | None = None,
+        token: str = "",
     ) -> int:
-        """Appends a reward; returns its sequence number for the event, or -1 if the event expired."""
+        """Appends a reward; returns its sequence number for the event, or -1 if the event expired.
+        A non-empty ``token`` makes the call idempotent (spool replays)."""
         keys = [eventlog.event_key(record.event_id), eventlog.rewards_key(policy), eventlog.stats_key(policy)]
         keys.append(eventlog.experiment_stats_key(experiment or policy))  # unused without an experiment
-        args = ["1" if record.late else "0", aggregation, *_flatten(record.to_fields())]
+        args = ["1" if record.late else "0", aggregation, token, *_flatten(record.to_fields())]
         return int(await self._record_reward(keys=keys, args=args))

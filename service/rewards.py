@@ -7,6 +7,7 @@ time it arrived and recorded by the same rules when the spool drains.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 from service.auth import Grant
@@ -39,7 +40,13 @@ class Rewarder:
                 reason = error.message
         else:
             reason = "older writes are still being written from the spool"
-        entry = {"event_id": event_id, "reward": reward, "ts_ms": received_ms, "policies": _listed(grant.policies)}
+        entry = {
+            "event_id": event_id,
+            "reward": reward,
+            "ts_ms": received_ms,
+            "policies": _listed(grant.policies),
+            "token": uuid.uuid4().hex,
+        }
         await self.spool.append(KIND, entry, reason)
         self.metrics.spooled.labels(KIND).inc()
         return RewardResponse(
@@ -50,7 +57,7 @@ class Rewarder:
         )
 
     async def record(
-        self, event_id: str, reward: float, received_ms: int, policies: frozenset[str] | None
+        self, event_id: str, reward: float, received_ms: int, policies: frozenset[str] | None, token: str = ""
     ) -> RewardResponse:
         unknown = NotFound(f"event_id: no decision {event_id!r} (unknown, or expired)", "event_id")
         found = await self.log.decision_time(event_id)
@@ -62,7 +69,7 @@ class Rewarder:
         spec = (await self.registry.get(policy)).spec
         late = received_ms > decided_ms + spec.reward.wait_seconds * 1000
         record = RewardRecord(event_id, received_ms, reward, late)
-        sequence = await self.log.record_reward(policy, record, spec.reward.aggregation, experiment)
+        sequence = await self.log.record_reward(policy, record, spec.reward.aggregation, experiment, token)
         if sequence < 0:
             raise unknown
         if late:
@@ -85,9 +92,8 @@ class Rewarder:
 
     async def _replay(self, entry: dict[str, Any]) -> None:
         policies = entry["policies"]
-        await self.record(
-            entry["event_id"], entry["reward"], entry["ts_ms"], None if policies is None else frozenset(policies)
-        )
+        allowed = None if policies is None else frozenset(policies)
+        await self.record(entry["event_id"], entry["reward"], entry["ts_ms"], allowed, entry["token"])
 
 
 def _listed(policies: frozenset[str] | None) -> list[str] | None:

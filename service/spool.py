@@ -9,11 +9,9 @@ Retry-After: the service never answers a decision it could not log.
 
 File format (``<dir>/spool.log``): entries of a 4-byte big-endian length and an orjson body.
 ``<dir>/spool.offset`` holds the byte offset of the first entry not yet in Redis, replaced
-atomically after each entry is written there. When everything is written the log is truncated.
-A process killed mid-flush replays from the offset: decisions are idempotent (the event id is
-the key), a reward written to Redis just before the kill is written a second time (counted
-as a duplicate by the "earliest" aggregation; for "sum" it would count twice; the window is
-one Redis call).
+atomically after each group of entries is written there. When everything is written the log
+is truncated. A process killed mid-drain replays from the offset, and replays are
+idempotent: a decision by its event id, a reward by a token spooled with it.
 """
 
 from __future__ import annotations
@@ -186,19 +184,26 @@ class Spool:
     async def drain(self) -> bool:
         """Writes spooled entries to Redis in order; True when the spool is empty."""
         while True:
-            entries = await asyncio.to_thread(lambda: list(_take(self.file.entries(), 64)))
-            for end, entry in entries:
-                try:
-                    await self._writers[entry["kind"]](entry)
-                except Unavailable as error:
-                    self.last_error = error.message
-                    return False
-                except ServiceError as error:  # e.g. a reward for an unknown event: logged, dropped
-                    logger.warning("spool: %s entry not written: %s", entry["kind"], error.message)
-                async with self._lock:
-                    await asyncio.to_thread(self.file.commit, end)
-                self.flushed += 1
-                self.full = False
+            entries = await asyncio.to_thread(lambda: list(_take(self.file.entries(), 512)))
+            written = None
+            try:
+                for end, entry in entries:
+                    try:
+                        await self._writers[entry["kind"]](entry)
+                    except Unavailable:
+                        raise
+                    except ServiceError as error:  # e.g. a reward for an unknown event: logged, dropped
+                        logger.warning("spool: %s entry not written: %s", entry["kind"], error.message)
+                    written = end
+                    self.flushed += 1
+            except Unavailable as error:
+                self.last_error = error.message
+                return False
+            finally:
+                if written is not None:
+                    async with self._lock:
+                        await asyncio.to_thread(self.file.commit, written)
+                    self.full = False
             async with self._lock:
                 if not self.active:
                     if self.last_error is not None:

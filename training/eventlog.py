@@ -213,6 +213,7 @@ EVENT_REWARDS = "rewards"
 EVENT_ENTRY = "entry"  # the decision's stream entry id
 EVENT_EXPERIMENT = "experiment"
 EVENT_VARIANT = "variant"
+EVENT_SPOOLED = "spooled:"  # + a spooled reward's token -> its sequence (a replay writes it once)
 
 # Fields of the per-policy stats hash (stats_key).
 STAT_DECISIONS = "decisions"
@@ -262,13 +263,21 @@ return replies
 # Lua that records one reward for a known event, numbering it; the first in-time reward of
 # an experiment's decision also counts in that experiment's per-variant reward statistics.
 # KEYS: event_key, rewards_key, stats_key, experiment_stats_key (or any key when none)
-# ARGV: late ("1"/"0"), aggregation, then the RewardRecord fields as name, value, ... ending
-#       with decision_entry and sequence (their values are filled in here).
+# ARGV: late ("1"/"0"), aggregation, token ("" or a spooled reward's unique token: a second
+#       call with the same token writes nothing and returns the first one's sequence), then
+#       the RewardRecord fields as name, value, ... ending with decision_entry and sequence
+#       (their values are filled in here).
 # Returns the reward's sequence number, or -1 when the event is unknown.
 RECORD_REWARD_LUA = f"""
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local token = ARGV[3] ~= '' and ('{EVENT_SPOOLED}' .. ARGV[3]) or nil
+if token then
+  local seen = redis.call('HGET', KEYS[1], token)
+  if seen then return tonumber(seen) end
+end
 local sequence = redis.call('HINCRBY', KEYS[1], '{EVENT_REWARDS}', 1)
-local fields = {{unpack(ARGV, 3)}}
+if token then redis.call('HSET', KEYS[1], token, sequence) end
+local fields = {{unpack(ARGV, 4)}}
 fields[#fields - 2] = redis.call('HGET', KEYS[1], '{EVENT_ENTRY}')
 fields[#fields] = tostring(sequence)
 redis.call('XADD', KEYS[2], '*', unpack(fields))

@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from redis.exceptions import RedisError
 
 from exporter import savedmodel
 from exporter.spec import PolicySpec
@@ -278,8 +279,15 @@ class Trainer:
         logger.info("trainer %s started", self.holder)
         try:
             while not self._stopping:
-                if self.run_once() == 0:
-                    time.sleep(self.settings.trainer_poll_seconds)
+                try:
+                    if self.run_once() == 0:
+                        time.sleep(self.settings.trainer_poll_seconds)
+                except RedisError as error:
+                    # Whatever this pass did after its last checkpoint is redone from it.
+                    logger.warning("redis unavailable (%s); resuming from the checkpoints in 1 s", error)
+                    self.trainers.clear()
+                    self._last_lease.clear()
+                    time.sleep(1.0)
         finally:
             for name in list(self.trainers):
                 self.log.release_lease(name, self.holder)
