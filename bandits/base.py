@@ -74,6 +74,15 @@ class Policy(tf.Module, abc.ABC):
     def compile(self) -> None:
         """Prepares anything the first update would otherwise build lazily (optional)."""
 
+    @classmethod
+    def state_bytes(cls, context_dim: int, num_actions: int, config: Any) -> int:
+        """About how many bytes the policy's variables take (checked before one is built)."""
+        return 4 * context_dim * num_actions
+
+    def stats(self) -> dict[str, Any]:
+        """Read-only training counters for observability (GET /policies/{name}); none by default."""
+        return {}
+
     @abc.abstractmethod
     def update(self, contexts: tf.Tensor, actions: tf.Tensor, rewards: tf.Tensor, weights: tf.Tensor) -> None:
         """Trains on n examples. contexts: [n, d], actions: [n] int32, rewards: [n], weights: [n]."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import tensorflow as tf
 
 from bandits import linalg
@@ -88,6 +90,11 @@ class LinearPolicy(Policy):
             s.theta.assign(theta)
             s.gram_inverse.assign(gram_inverse)
         s.train_step.assign_add(1)
+
+    @classmethod
+    def state_bytes(cls, context_dim: int, num_actions: int, config: Any) -> int:
+        """gram (float64) and gram_inverse (float32): K d x d matrices each, twice in an update."""
+        return 2 * 12 * num_actions * context_dim * context_dim
 
     def compile(self) -> None:
         """Traces the update graph now (about a second), not on the first batch of examples."""

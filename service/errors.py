@@ -120,6 +120,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:  # FastAPI could not read the body at all (e.g. not UTF-8)
+        return error_response(InvalidInput(f"body: {exc.detail}", "body"))
     body = {"error": "http_error", "message": str(exc.detail), "field": None, "retryable": False}
     return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 

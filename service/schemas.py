@@ -33,6 +33,56 @@ EventId = Annotated[
 Model = TypeVar("Model", bound=BaseModel)
 
 
+class Problem(BaseModel):
+    field: str
+    problem: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """The one shape of every error the API returns."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": "invalid_input",
+                    "message": "context: expected 16 values for policy 'demo', got 3",
+                    "field": "context",
+                    "retryable": False,
+                }
+            ]
+        }
+    )
+
+    error: str
+    """A stable code: invalid_input, not_found, conflict, late_reward, unauthorized, forbidden,
+    rate_limited, limit_reached, body_too_large, unavailable, http_error."""
+    message: str
+    """'<field>: <problem>'."""
+    field: str | None
+    retryable: bool
+    """True when the same request may succeed later (503, 429)."""
+    problems: list[Problem] | None = None
+    """Every validation problem (422 only)."""
+
+
+_COMMON_ERRORS = {
+    401: "Missing or unknown key",
+    403: "The key lacks the route's scope or may not use the policy",
+    413: "Body larger than BANDIT_MAX_BODY_BYTES",
+    422: "Invalid input; `field` names it",
+    429: "Rate limit of the key exceeded (Retry-After)",
+    503: "Event log unavailable and nothing could be done (Retry-After when the spool is full)",
+}
+
+
+def error_responses(specific: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route: the errors every route can give, plus its own."""
+    described = _COMMON_ERRORS | (specific or {})
+    return {code: {"model": ErrorBody, "description": text} for code, text in sorted(described.items())}
+
+
 def parse_body(model: type[Model], raw: bytes) -> Model:
     """Parses and validates a JSON body in one pass (pydantic's parser, not json + dict)."""
     try:

@@ -397,7 +397,8 @@ def read_joined_log(
     decisions: dict[str, eventlog.DecisionRecord] = {}
     total: Any = log.client.xlen(eventlog.decisions_key(name))
     progress.start("read decisions", int(total))
-    if until_ms is None or since_ms is None or int(until_ms) > int(since_ms):
+    # An empty range (until <= since, or until 0: end "-1" is no stream id) reads nothing.
+    if until_ms is None or (int(until_ms) > 0 and (since_ms is None or int(until_ms) > int(since_ms))):
         for entry, fields in _xrange(log, eventlog.decisions_key(name), start, end, progress):
             decisions[entry] = eventlog.DecisionRecord.from_fields(fields)
     progress.finish()

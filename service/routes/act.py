@@ -5,16 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from service.auth import authorize
-from service.schemas import ActRequest, ActResponse, json_body, parse_body
+from service.schemas import ActRequest, ActResponse, error_responses, json_body, parse_body
 
-router = APIRouter(tags=["decisions"])
+router = APIRouter(tags=["decisions"], responses=error_responses())
 
 
 @router.post(
     "/act",
     response_model=ActResponse,
     openapi_extra=json_body(ActRequest),
-    responses={404: {"description": "Unknown policy"}, 409: {"description": "event_id used by another policy"}},
+    responses=error_responses({404: "Unknown policy or experiment", 409: "event_id used by another policy"}),
 )
 async def act(request: Request) -> Response:
     """Chooses an action for a context. The response is sent only after its decision is logged."""

@@ -12,10 +12,10 @@ from fastapi import APIRouter, Depends, Request
 from service.auth import require_admin, require_read
 from service.errors import Conflict, InvalidInput, LimitReached
 from service.experiments import build_report
-from service.schemas import ExperimentCreate, ExperimentInfo, ExperimentPatch, ExperimentReport
+from service.schemas import ExperimentCreate, ExperimentInfo, ExperimentPatch, ExperimentReport, error_responses
 from training.experiments import Experiment, Variant
 
-router = APIRouter(prefix="/experiments", tags=["experiments"])
+router = APIRouter(prefix="/experiments", tags=["experiments"], responses=error_responses())
 
 
 async def _allowed(request: Request, name: str) -> Experiment:
@@ -37,7 +37,7 @@ async def _info(request: Request, experiment: Experiment) -> ExperimentInfo:
     status_code=201,
     response_model=ExperimentInfo,
     dependencies=[Depends(require_admin)],
-    responses={409: {"description": "Name taken"}, 422: {"description": "Invalid definition"}},
+    responses=error_responses({409: "Name taken, or BANDIT_MAX_EXPERIMENTS reached", 422: "Invalid definition"}),
 )
 async def create_experiment(body: ExperimentCreate, request: Request) -> ExperimentInfo:
     """Splits traffic between variants, each served by an existing policy."""
@@ -82,12 +82,22 @@ async def list_experiments(request: Request) -> list[ExperimentInfo]:
     return [await _info(request, e) for e in found if allowed is None or all(v.policy in allowed for v in e.variants)]
 
 
-@router.get("/{name}", response_model=ExperimentInfo, dependencies=[Depends(require_read)])
+@router.get(
+    "/{name}",
+    response_model=ExperimentInfo,
+    dependencies=[Depends(require_read)],
+    responses=error_responses({404: "Unknown experiment"}),
+)
 async def get_experiment(name: str, request: Request) -> ExperimentInfo:
     return await _info(request, await _allowed(request, name))
 
 
-@router.patch("/{name}", response_model=ExperimentInfo, dependencies=[Depends(require_admin)])
+@router.patch(
+    "/{name}",
+    response_model=ExperimentInfo,
+    dependencies=[Depends(require_admin)],
+    responses=error_responses({404: "Unknown experiment", 409: "The experiment has ended"}),
+)
 async def change_experiment(name: str, body: ExperimentPatch, request: Request) -> ExperimentInfo:
     """Pauses, resumes, ends or re-weights an experiment; every change is logged with its time."""
     experiment = await _allowed(request, name)
@@ -111,7 +121,12 @@ async def change_experiment(name: str, body: ExperimentPatch, request: Request) 
     return await _info(request, await request.app.state.experiments.get(name, fresh=True))
 
 
-@router.get("/{name}/report", response_model=ExperimentReport, dependencies=[Depends(require_read)])
+@router.get(
+    "/{name}/report",
+    response_model=ExperimentReport,
+    dependencies=[Depends(require_read)],
+    responses=error_responses({404: "Unknown experiment"}),
+)
 async def report(name: str, request: Request) -> ExperimentReport:
     """Per variant: counts, mean reward (95% interval), lift against the control with its interval
     and p-value, and the off-policy estimate of each variant's policy on all the traffic."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from redis.exceptions import RedisError
@@ -25,11 +25,12 @@ from service.schemas import (
     PromoteRequest,
     RetrainRequest,
     RetrainResponse,
+    error_responses,
 )
 from training import offline
 from training.logclient import LogClient
 
-router = APIRouter(prefix="/policies", tags=["offline"])
+router = APIRouter(prefix="/policies", tags=["offline"], responses=error_responses())
 
 T = TypeVar("T")
 
@@ -64,11 +65,13 @@ async def _run(request: Request, job: Callable[[Path, LogClient], T]) -> T:
         raise Unavailable(f"event log unavailable: {error.__class__.__name__}") from error
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "Unknown policy"},
-    409: {"description": "No candidate (or not the one named)"},
-    422: {"description": "No decisions in the range, or a log that does not fit the policy"},
-}
+_ERRORS = error_responses(
+    {
+        404: "Unknown policy",
+        409: "No candidate (or not the one named)",
+        422: "No decisions in the range, or a log that does not fit the policy",
+    }
+)
 
 
 @router.post(

@@ -14,11 +14,11 @@ from exporter.spec import PolicySpec
 from service.auth import require_admin, require_admin_policy, require_read, require_read_policy
 from service.errors import InvalidInput, LimitReached, NotFound
 from service.registry import PolicyRegistry
-from service.schemas import PolicyCreate, PolicyInfo, PolicyList, RollbackRequest
+from service.schemas import PolicyCreate, PolicyInfo, PolicyList, RollbackRequest, error_responses
 from training import checkpoints
 from training.eventlog import parse_version
 
-router = APIRouter(prefix="/policies", tags=["policies"])
+router = APIRouter(prefix="/policies", tags=["policies"], responses=error_responses())
 
 
 def _spec_from(body: PolicyCreate) -> policy_spec.PolicySpec:
@@ -86,7 +86,7 @@ async def _info(request: Request, name: str) -> PolicyInfo:
     status_code=201,
     response_model=PolicyInfo,
     dependencies=[Depends(require_admin)],
-    responses={409: {"description": "Name taken"}, 422: {"description": "Invalid definition"}},
+    responses=error_responses({409: "Name taken, or BANDIT_MAX_POLICIES reached", 422: "Invalid definition"}),
 )
 async def create_policy(body: PolicyCreate, request: Request) -> PolicyInfo:
     """Builds the policy, exports version 1 and serves it."""
@@ -99,6 +99,15 @@ async def create_policy(body: PolicyCreate, request: Request) -> PolicyInfo:
     if len(await request.app.state.log.policy_names()) >= settings.max_policies:
         raise LimitReached(f"name: the service holds {settings.max_policies} policies (BANDIT_MAX_POLICIES)", "name")
     spec = _spec_from(body)
+    policy_type = bandits.ALGORITHMS[spec.algorithm]
+    config = bandits.config_from_dict(policy_type.Config, spec.hyperparameters)
+    size = policy_type.state_bytes(spec.context_dim, spec.num_actions, config)
+    if size > settings.max_model_bytes:
+        raise InvalidInput(
+            f"context_dim: a {spec.algorithm} model of context_dim {spec.context_dim} and num_actions "
+            f"{spec.num_actions} needs about {size / 2**20:.0f} MiB, over BANDIT_MAX_MODEL_BYTES",
+            "context_dim",
+        )
     if spec.shadow_of is not None:
         found = await request.app.state.log.policy(spec.shadow_of)
         if found is None:
@@ -117,7 +126,7 @@ async def create_policy(body: PolicyCreate, request: Request) -> PolicyInfo:
     "/{name}/rollback",
     response_model=PolicyInfo,
     dependencies=[Depends(require_admin_policy)],
-    responses={404: {"description": "Unknown policy or version"}, 422: {"description": "Incompatible version"}},
+    responses=error_responses({404: "Unknown policy or version", 422: "Incompatible version"}),
 )
 async def rollback(name: str, body: RollbackRequest, request: Request) -> PolicyInfo:
     """Serves the variables of an earlier version on every replica; the trainer goes on from them.
@@ -155,7 +164,7 @@ async def list_policies(request: Request) -> PolicyList:
     "/{name}",
     response_model=PolicyInfo,
     dependencies=[Depends(require_read_policy)],
-    responses={404: {"description": "Unknown policy"}},
+    responses=error_responses({404: "Unknown policy"}),
 )
 async def get_policy(name: str, request: Request) -> PolicyInfo:
     return await _info(request, name)

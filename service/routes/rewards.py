@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service.auth import authorize
-from service.schemas import RewardRequest, RewardResponse, json_body, parse_body
+from service.schemas import RewardRequest, RewardResponse, error_responses, json_body, parse_body
 
-router = APIRouter(tags=["decisions"])
+router = APIRouter(tags=["decisions"], responses=error_responses())
 
 
 @router.post(
@@ -15,7 +15,7 @@ router = APIRouter(tags=["decisions"])
     status_code=202,
     response_model=RewardResponse,
     openapi_extra=json_body(RewardRequest),
-    responses={404: {"description": "Unknown or expired event_id"}, 409: {"description": "Reward after the window"}},
+    responses=error_responses({404: "Unknown or expired event_id", 409: "Reward after the window"}),
 )
 async def reward(request: Request) -> RewardResponse:
     """Reports the reward of a decision. Late rewards are logged (marked late) and answered 409."""

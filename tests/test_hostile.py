@@ -1,0 +1,124 @@
+"""Hostile input against a running `banditd serve`: schemathesis over the whole OpenAPI schema
+(with and without credentials), and hand-made malicious /act bodies. No 5xx, no response
+that breaks the schema, and nothing already logged is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from service.embedded_redis import free_port
+from tests.test_cli import wait_ready
+from training import eventlog
+
+ADMIN = "hostile-admin-key-0123456789"
+CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+
+
+@pytest.fixture()
+def service(redis_url: str, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANDIT_")} | {
+        "REDIS_URL": redis_url,
+        "BANDIT_ADMIN_KEY": ADMIN,
+        "BANDIT_MAX_POLICIES": "3",
+        "BANDIT_MAX_EXPERIMENTS": "3",
+        "BANDIT_MAX_MODEL_BYTES": str(64 << 20),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    banditd = str(Path(sys.executable).with_name("banditd"))
+    log = open(tmp_path / "serve.log", "wb")
+    process = subprocess.Popen(
+        [banditd, "serve", "--port", str(port), "--data-dir", str(tmp_path)], env=env, stdout=log, stderr=log
+    )
+    try:
+        wait_ready(url, process)
+        yield url
+        assert process.poll() is None, "the service died"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        log.close()
+        served = (tmp_path / "serve.log").read_text(errors="replace")
+        assert "Traceback" not in served, served[-3000:]
+
+
+def schemathesis(url: str, *headers: str) -> subprocess.CompletedProcess[str]:
+    st = str(Path(sys.executable).with_name("st"))
+    command = [st, "run", f"{url}/openapi.json", "--checks", CHECKS, "--max-examples", "25", "--seed", "7"]
+    command += ["--phases", "examples,coverage,fuzzing", "--no-color", "--request-timeout", "60"]
+    for header in headers:
+        command += ["--header", header]
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_schemathesis_finds_no_5xx_and_no_schema_violation(service: str, redis_url: str) -> None:
+    admin = {"authorization": f"Bearer {ADMIN}"}
+    decided = httpx.post(f"{service}/act", json={"policy": "demo", "context": [0.1] * 16}, headers=admin).json()
+    for run in (schemathesis(service), schemathesis(service, f"Authorization: Bearer {ADMIN}")):
+        print(run.stdout[-2500:])
+        assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    client = redis.Redis.from_url(redis_url)
+    first = client.xrange(eventlog.decisions_key("demo"), count=1)
+    assert first and first[0][1][b"event_id"].decode() == decided["event_id"]  # what was logged is intact
+    client.close()
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+BODIES = [
+    ('{"policy": "demo", "context": [' + ",".join(["0.5"] * 200_000) + "]}", (413, 422)),
+    ('{"policy": "demo", "context": ' + nested(100_000) + "}", (413, 422)),
+    ('{"policy": "demo", "context": [1e309' + ",0" * 15 + "]}", (422,)),
+    ('{"policy": "demo", "context": [3.5e38' + ",0" * 15 + "]}", (422,)),
+    ('{"policy": "demo", "context": [-1.7976931348623157e308' + ",0" * 15 + "]}", (422,)),
+    ('{"policy": "demo", "context": [5e-324' + ",0" * 15 + "]}", (200,)),
+    ('{"policy": "demo", "context": [1' + ",0" * 15 + "]}", (200, 422)),
+    ('{"policy": "demo", "policy": "dem\\u00f6", "context": [0' + ",0" * 15 + "]}", (422,)),
+    ('{"policy": "demo", "context": [0' + ",0" * 15 + '], "event_id": "\\u65e5\\u672c\\ud83d\\ude00"}', (422,)),
+    ('{"policy": "demo", "context": [0' + ",0" * 15 + '], "unit_id": "\\u65e5\\u672c\\ud83d\\ude00"}', (200,)),
+    ('{"policy": "demo", "context": [0' + ",0" * 15 + '], "event_id": "\\ud800"}', (422,)),
+    ('{"policy": "\\u0000", "context": [0]}', (422,)),
+    ('{"policy": "demo", "context": {"a": 1}}', (422,)),
+    ('{"policy": "demo", "context": "' + "x" * 500_000 + '"}', (422,)),
+    (
+        '{"policy": "demo", "context": [' + ",".join(["1"] * 16) + '], "mask": [' + ",".join(["false"] * 10) + "]}",
+        (422,),
+    ),
+    ("\xff\xfe not json", (422,)),
+    ("", (422,)),
+    ("null", (422,)),
+    ('{"policy": "demo", "context": [0' + ",0" * 15 + "]" + " " * 100 + "}", (200,)),
+]
+
+
+def test_malicious_act_bodies_get_clear_4xx(service: str, redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    before = client.xlen(eventlog.decisions_key("demo"))
+    accepted = 0
+    admin = {"authorization": f"Bearer {ADMIN}", "content-type": "application/json"}
+    for body, expected in BODIES:
+        response = httpx.post(
+            f"{service}/act", content=body.encode("utf-8", "surrogatepass"), headers=admin, timeout=60
+        )
+        assert response.status_code in expected, (body[:80], response.status_code, response.text[:300])
+        if response.status_code == 200:
+            accepted += 1
+        else:
+            error = response.json()
+            assert error["message"] and error["error"] and "field" in error, error
+            if response.status_code == 422:
+                assert error["field"], error  # names the field (or "body")
+    assert client.xlen(eventlog.decisions_key("demo")) == before + accepted  # nothing else written
+    client.close()
