@@ -113,15 +113,19 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def folder_digests(root: Path, under: Path | None = None, skip: frozenset[str] = frozenset()) -> dict[str, str]:
+    """SHA-256 of every file under ``under`` (default: ``root``), keyed by path relative to root."""
+    return {
+        str(p.relative_to(root)): _sha256(p)
+        for p in sorted((under or root).rglob("*"))
+        if p.is_file() and p.name not in skip
+    }
+
+
 def file_digests(root: Path) -> dict[str, str]:
     """SHA-256 of every file of the two SavedModels under a version folder, keyed by relative
     path (not the manifest, nor the checkpoints the trainer adds to the folder later)."""
-    return {
-        str(p.relative_to(root)): _sha256(p)
-        for variant in VARIANTS
-        for p in sorted((root / variant).rglob("*"))
-        if p.is_file()
-    }
+    return {path: digest for variant in VARIANTS for path, digest in folder_digests(root, root / variant).items()}
 
 
 def _fsync_tree(root: Path) -> None:

@@ -52,19 +52,19 @@ def service(redis_url: str, tmp_path: Path) -> Iterator[str]:
         assert "Traceback" not in served, served[-3000:]
 
 
-def schemathesis(url: str, *headers: str) -> subprocess.CompletedProcess[str]:
+def schemathesis(url: str, cwd: Path, *headers: str) -> subprocess.CompletedProcess[str]:
     st = str(Path(sys.executable).with_name("st"))
     command = [st, "run", f"{url}/openapi.json", "--checks", CHECKS, "--max-examples", "25", "--seed", "7"]
     command += ["--phases", "examples,coverage,fuzzing", "--no-color", "--request-timeout", "60"]
     for header in headers:
         command += ["--header", header]
-    return subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, cwd=cwd)
 
 
-def test_schemathesis_finds_no_5xx_and_no_schema_violation(service: str, redis_url: str) -> None:
+def test_schemathesis_finds_no_5xx_and_no_schema_violation(service: str, redis_url: str, tmp_path: Path) -> None:
     admin = {"authorization": f"Bearer {ADMIN}"}
     decided = httpx.post(f"{service}/act", json={"policy": "demo", "context": [0.1] * 16}, headers=admin).json()
-    for run in (schemathesis(service), schemathesis(service, f"Authorization: Bearer {ADMIN}")):
+    for run in (schemathesis(service, tmp_path), schemathesis(service, tmp_path, f"Authorization: Bearer {ADMIN}")):
         print(run.stdout[-2500:])
         assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     client = redis.Redis.from_url(redis_url)

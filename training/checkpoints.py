@@ -3,6 +3,7 @@
     <store>/<policy>/<export>/checkpoints/<n>/variables.index, variables.data-*
     <store>/<policy>/<export>/checkpoints/<n>/trainer_state.npz   pending joins, outcome counts
     <store>/<policy>/<export>/checkpoints/<n>/position.json       stream positions, applied count
+    <store>/<policy>/<export>/checkpoints/<n>/digests.json        SHA-256 of every file above
 
 A checkpoint is written into a temporary folder and renamed into place, so the variables,
 the position and the join state are always saved together: a trainer restarted from it
@@ -27,6 +28,7 @@ CHECKPOINTS = "checkpoints"
 VARIABLES = "variables"
 STATE = "trainer_state.npz"
 POSITION = "position.json"
+DIGESTS = "digests.json"
 
 
 @dataclasses.dataclass
@@ -81,8 +83,34 @@ def exists(store: Path, name: str, export: int, checkpoint: int) -> bool:
     return (checkpoint_dir(store, name, export, checkpoint) / POSITION).is_file()
 
 
+def _seal(folder: Path) -> None:
+    """Records the SHA-256 of every file of a checkpoint being written (last, inside its temp folder)."""
+    (folder / DIGESTS).write_text(json.dumps(savedmodel.folder_digests(folder, skip=frozenset({DIGESTS}))))
+
+
+def verify(store: Path, name: str, export: int, checkpoint: int) -> None:
+    """Checks a checkpoint's files against its digests; raises savedmodel.ExportError.
+    Checkpoint 0 is the export itself, which ``savedmodel.verify`` checks."""
+    if checkpoint == 0:
+        return
+    folder = checkpoint_dir(store, name, export, checkpoint)
+    try:
+        expected = json.loads((folder / DIGESTS).read_text())
+    except (OSError, ValueError) as error:
+        message = f"checkpoint {export}.{checkpoint} of {name}: no readable digests: {error}"
+        raise savedmodel.ExportError(message) from None
+    actual = savedmodel.folder_digests(folder, skip=frozenset({DIGESTS}))
+    if actual != expected:
+        changed = sorted(set(actual.items()) ^ set(expected.items()))
+        raise savedmodel.ExportError(
+            f"checkpoint {export}.{checkpoint} of {name} does not match its digests: {changed[:3]}"
+        )
+
+
 def restore_variables(target: Any, store: Path, name: str, export: int, checkpoint: int) -> None:
-    """Assigns the variables of export.checkpoint to ``target`` (a policy or a loaded SavedModel)."""
+    """Assigns the verified variables of export.checkpoint to ``target`` (a policy or a loaded
+    SavedModel); raises savedmodel.ExportError (nothing assigned) when a file does not match."""
+    verify(store, name, export, checkpoint)
     status = tf.train.Checkpoint(root=target).read(variables_prefix(store, name, export, checkpoint))
     status.expect_partial()
 
@@ -99,6 +127,7 @@ def write(policy: Any, state: TrainerState, store: Path, name: str, export: int,
     def fill(folder: Path) -> None:
         tf.train.Checkpoint(root=policy).write(str(folder / VARIABLES))
         _write_state(folder, state)
+        _seal(folder)
 
     return savedmodel.write_atomically(checkpoint_dir(store, name, export, checkpoint), fill)
 
@@ -126,5 +155,6 @@ def copy_for_rollback(
         for path in variables.parent.glob(variables.name + ".*"):
             shutil.copyfile(path, folder / (VARIABLES + path.name[len(variables.name) :]))
         _write_state(folder, read_state(store, name, *current))
+        _seal(folder)
 
     return savedmodel.write_atomically(checkpoint_dir(store, name, target[0], checkpoint), fill)

@@ -250,3 +250,43 @@ def test_retention_trims_only_what_the_checkpoint_covers(
     for k in range(3):
         theta, _ = closed_form(x, a, r, 1.0, k)
         np.testing.assert_allclose(restarted.policy.state.theta.numpy()[k], theta, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "remove a file"])
+def test_a_tampered_or_partial_checkpoint_is_refused_and_the_previous_version_keeps_serving(
+    damage: str,
+    app_client: TestClient,
+    policy_trainer: Callable[..., PolicyTrainer],
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app_client.post("/policies", json=POLICY)
+    trainer = policy_trainer("shop")
+    play(app_client, 10)
+    trainer.step()
+    good = trainer.publish()
+    served = wait_for_version(app_client, good)
+    play(app_client, 10, seed=1)
+    trainer.step()
+    checkpoint = trainer.log.next_checkpoint("shop")
+    trainer.state.join = trainer.join.state()
+    folder = checkpoints.write(trainer.policy, trainer.state, tmp_path / "models", "shop", 1, checkpoint)
+    victim = next(folder.glob("variables.data-*"))
+    data = victim.read_bytes()
+    if damage == "flip a byte":
+        victim.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    elif damage == "truncate":
+        victim.write_bytes(data[: len(data) // 2])
+    else:
+        victim.unlink()
+    bad = f"1.{checkpoint}"
+    redis_client.hset(eventlog.LIVE, "shop", bad)
+    redis_client.publish(eventlog.ANNOUNCE, f"shop {bad}")
+    deadline = time.monotonic() + 10
+    while 'serving_refused_versions_total{policy="shop"} 1.0' not in app_client.get("/metrics").text:
+        assert time.monotonic() < deadline, "the replica never refused the damaged checkpoint"
+        time.sleep(0.05)
+    after = app_client.post("/act", json={"policy": "shop", "context": [1.0, 2.0, 3.0, 4.0], "greedy": True}).json()
+    assert after["version"] == good and after["scores"] == served["scores"]
+    assert any(f"refusing version {bad}" in r.getMessage() and "digests" in r.getMessage() for r in caplog.records)
