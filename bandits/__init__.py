@@ -7,10 +7,13 @@ from typing import Any
 from bandits.base import InvalidHyperparameter, Policy, config_from_dict
 from bandits.lints import LinearThompson
 from bandits.linucb import LinUCB
+from bandits.neural import NeuralEpsilonGreedy, NeuralLinear
 
 ALGORITHMS: dict[str, type[Policy]] = {
     LinUCB.algorithm: LinUCB,
     LinearThompson.algorithm: LinearThompson,
+    NeuralEpsilonGreedy.algorithm: NeuralEpsilonGreedy,
+    NeuralLinear.algorithm: NeuralLinear,
 }
 
 
@@ -21,4 +24,13 @@ def build(algorithm: str, context_dim: int, num_actions: int, hyperparameters: d
     return policy_type(context_dim, num_actions, config)
 
 
-__all__ = ["ALGORITHMS", "InvalidHyperparameter", "LinUCB", "LinearThompson", "Policy", "build"]
+__all__ = [
+    "ALGORITHMS",
+    "InvalidHyperparameter",
+    "LinUCB",
+    "LinearThompson",
+    "NeuralEpsilonGreedy",
+    "NeuralLinear",
+    "Policy",
+    "build",
+]
