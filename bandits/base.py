@@ -46,6 +46,9 @@ class Policy(tf.Module, abc.ABC):
 
     algorithm: ClassVar[str]
     Config: ClassVar[type]
+    sequential: ClassVar[bool] = False
+    """True for policies of sequential decisions (dqn): /act needs a session_id, and the trainer
+    learns from transitions (``update_transitions``) stitched from each session's decisions."""
 
     def __init__(self, context_dim: int, num_actions: int, config: Any) -> None:
         super().__init__(name=self.algorithm)

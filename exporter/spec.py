@@ -32,6 +32,8 @@ class TrainingConfig:
     """The trainer publishes a checkpoint after this many new examples ..."""
     publish_every_seconds: float = 1.0
     """... or this long after its last publish, whichever comes first (if anything changed)."""
+    session_timeout_seconds: float = 30.0
+    """Sequential policies: a session quiet for this long is closed without a terminal transition."""
     auto_promote: bool = False
     """Every offline evaluation promotes the candidate when its DR lower bound beats the live
     version's DR estimate (without it, only evaluations that ask for it do)."""

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+import bandits
 from service.batcher import MicroBatcher
 from service.errors import Conflict, InvalidInput, ServiceError, Unavailable
 from service.experiments import ExperimentRouter
@@ -49,6 +50,7 @@ class Row:
     experiment: str | None = None
     variant: str | None = None
     variant_probability: float = 1.0
+    session_id: str | None = None
 
 
 def validate_inputs(
@@ -120,7 +122,12 @@ class Decider:
             policy = request.policy
         served = await self.registry.get(policy)
         context, mask = validate_inputs(served.spec.context_dim, served.spec.num_actions, request)
-        row = Row(event_id, context, mask, request.greedy, request.unit_id)
+        if request.session_id is None and bandits.ALGORITHMS[served.spec.algorithm].sequential:
+            raise InvalidInput(
+                f"session_id: policy {policy!r} ({served.spec.algorithm}) learns from episodes; give a session_id",
+                "session_id",
+            )
+        row = Row(event_id, context, mask, request.greedy, request.unit_id, session_id=request.session_id)
         if assignment is not None:
             row = dataclasses.replace(
                 row,
@@ -260,6 +267,7 @@ class Decider:
                     variant=row.variant,
                     variant_probability=row.variant_probability,
                     shadows=shadow,
+                    session_id=row.session_id,
                 )
             )
         earlier = await self._log(records, responses, spec.reward.wait_seconds)

@@ -30,12 +30,12 @@ class Rewarder:
         self.spool = spool
         spool.register(KIND, self._replay)
 
-    async def reward(self, event_id: str, reward: float, grant: Grant) -> RewardResponse:
+    async def reward(self, event_id: str, reward: float, grant: Grant, terminal: bool = False) -> RewardResponse:
         """Records one /reward call; raises NotFound, LateReward, Forbidden or SpoolFull."""
         received_ms = int(time.time() * 1000)
         if not self.spool.active:
             try:
-                return await self.record(event_id, reward, received_ms, grant.policies)
+                return await self.record(event_id, reward, received_ms, grant.policies, terminal=terminal)
             except Unavailable as error:
                 reason = error.message
         else:
@@ -46,6 +46,7 @@ class Rewarder:
             "ts_ms": received_ms,
             "policies": _listed(grant.policies),
             "token": uuid.uuid4().hex,
+            "terminal": terminal,
         }
         await self.spool.append(KIND, entry, reason)
         self.metrics.spooled.labels(KIND).inc()
@@ -57,7 +58,13 @@ class Rewarder:
         )
 
     async def record(
-        self, event_id: str, reward: float, received_ms: int, policies: frozenset[str] | None, token: str = ""
+        self,
+        event_id: str,
+        reward: float,
+        received_ms: int,
+        policies: frozenset[str] | None,
+        token: str = "",
+        terminal: bool = False,
     ) -> RewardResponse:
         unknown = NotFound(f"event_id: no decision {event_id!r} (unknown, or expired)", "event_id")
         found = await self.log.decision_time(event_id)
@@ -68,7 +75,7 @@ class Rewarder:
             raise unknown  # a key restricted to other policies learns nothing about this event
         spec = (await self.registry.get(policy)).spec
         late = received_ms > decided_ms + spec.reward.wait_seconds * 1000
-        record = RewardRecord(event_id, received_ms, reward, late)
+        record = RewardRecord(event_id, received_ms, reward, late, terminal=terminal)
         sequence = await self.log.record_reward(policy, record, spec.reward.aggregation, experiment, token)
         if sequence < 0:
             raise unknown
@@ -93,7 +100,9 @@ class Rewarder:
     async def _replay(self, entry: dict[str, Any]) -> None:
         policies = entry["policies"]
         allowed = None if policies is None else frozenset(policies)
-        await self.record(entry["event_id"], entry["reward"], entry["ts_ms"], allowed, entry["token"])
+        await self.record(
+            entry["event_id"], entry["reward"], entry["ts_ms"], allowed, entry["token"], entry.get("terminal", False)
+        )
 
 
 def _listed(policies: frozenset[str] | None) -> list[str] | None:

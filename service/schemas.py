@@ -30,6 +30,9 @@ EventId = Annotated[
 ]
 
 
+HyperText = Annotated[str, Field(max_length=64)]
+HyperList = Annotated[list[Annotated[StrictInt, Field(ge=1, le=4096)]], Field(max_length=16)]
+
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -134,6 +137,8 @@ class ActRequest(BaseModel):
     """The user or unit the decision is for (logged; used by experiments)."""
     event_id: EventId | None = None
     """Makes the call idempotent: a repeated event_id returns the first decision and logs nothing."""
+    session_id: EventId | None = None
+    """The episode this decision is a step of; required by sequential policies (dqn)."""
     greedy: StrictBool = False
     """Serve the greedy (exploit-only) policy instead of the exploring collect policy."""
 
@@ -188,6 +193,8 @@ class RewardRequest(BaseModel):
     event_id: EventId
     reward: Finite
     """The observed reward; a finite number."""
+    terminal: StrictBool = False
+    """Sequential policies: the episode ended with this reward (not for a time-limit cut-off)."""
 
     _float32 = field_validator("reward")(lambda v: _check_float32([v])[0])
 
@@ -211,8 +218,9 @@ class RewardResponse(BaseModel):
 class ExplorationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    epsilon: Annotated[StrictFloat, Field(gt=0, le=1)] | None = None
-    """LinUCB: share of traffic spread uniformly over the allowed actions (default 0.05)."""
+    epsilon: Annotated[StrictFloat, Field(ge=0, le=1)] | None = None
+    """LinUCB, neural_linear (UCB), neural_epsilon_greedy: share of traffic spread uniformly
+    over the allowed actions."""
     propensity_samples: Annotated[StrictInt, Field(ge=1, le=4096)] | None = None
     """Thompson sampling: posterior draws used to estimate a propensity (default 256)."""
 
@@ -237,6 +245,9 @@ class TrainingSettings(BaseModel):
     """... or this long after its last publish, whichever comes first."""
     auto_promote: StrictBool = False
     """Offline evaluations promote the candidate when its DR lower bound beats the live DR."""
+    session_timeout_seconds: Annotated[StrictFloat, Field(gt=0, le=86400)] = 30.0
+    """Sequential policies (dqn): a session without a new decision for this long is closed
+    without a terminal transition."""
 
 
 class PolicyCreate(BaseModel):
@@ -263,8 +274,9 @@ class PolicyCreate(BaseModel):
     """One of the registered algorithms: "linucb" or "lints"."""
     context_dim: Annotated[StrictInt, Field(ge=1, le=MAX_VECTOR)]
     num_actions: Annotated[StrictInt, Field(ge=2, le=MAX_VECTOR)]
-    hyperparameters: dict[str, Finite | StrictInt] = {}
-    """Algorithm hyperparameters: linucb {alpha, ridge}; lints {exploration_scale, ridge}."""
+    hyperparameters: dict[str, Finite | StrictInt | HyperText | HyperList] = {}
+    """Algorithm hyperparameters (README, "Algorithms"): e.g. linucb {alpha, ridge}; neural_linear
+    {hidden_sizes: [64, 64], activation: "relu", mode: "ts", ...}; dqn {discount, ...}."""
     exploration: ExplorationSettings = ExplorationSettings()
     reward: RewardSettings = RewardSettings()
     training: TrainingSettings = TrainingSettings()
@@ -334,6 +346,9 @@ class PolicyInfo(BaseModel):
     """Unix time of the trainer's last publish; null before the first."""
     mean_reward: float | None
     """Running mean reward of the applied examples; null before the first."""
+    model: dict[str, float | int | None] = {}
+    """The trainer's model counters: neural policies {training_steps, last_loss}; dqn also
+    {epsilon, episodes, mean_return_100} (episodes completed, mean return of the last 100)."""
 
 
 class RollbackRequest(BaseModel):

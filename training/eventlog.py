@@ -81,6 +81,9 @@ class DecisionRecord:
     shadows: dict[str, dict[str, Any]] | None = None
     """Per shadow policy: its version, its own action and propensity (never served), and its
     probability of the action that was served (the numerator of its importance weight)."""
+    session_id: str | None = None
+    """The episode this decision is a step of (sequential policies: consecutive decisions of
+    a session become transitions)."""
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -100,6 +103,7 @@ class DecisionRecord:
             "variant": self.variant or "",
             "variant_probability": repr(float(self.variant_probability)),
             "shadows": "" if not self.shadows else _json(self.shadows),
+            "session_id": self.session_id or "",
         }
 
     @classmethod
@@ -122,6 +126,7 @@ class DecisionRecord:
             variant=f.get("variant") or None,
             variant_probability=float(f.get("variant_probability", 1.0)),
             shadows=orjson.loads(f["shadows"]) if f.get("shadows") else None,
+            session_id=f.get("session_id") or None,
         )
 
 
@@ -136,6 +141,7 @@ class TrainingDecision:
     propensity: float
     weight: float = 1.0
     """Importance weight of the example for the learner (1 for a policy's own decisions)."""
+    session_id: str | None = None
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes], shadow: str | None = None) -> TrainingDecision:
@@ -154,6 +160,7 @@ class TrainingDecision:
             action=int(fields[b"action"]),
             propensity=propensity,
             weight=weight,
+            session_id=(fields.get(b"session_id") or b"").decode() or None,
         )
 
 
@@ -169,6 +176,8 @@ class RewardRecord:
     """Stream entry id of the decision this reward is for (set by the recording script)."""
     sequence: int = 0
     """1 for the event's first reward, 2 for its second, ... (set by the recording script)."""
+    terminal: bool = False
+    """The episode ended with this reward (sequential policies: no next state to bootstrap from)."""
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -176,6 +185,7 @@ class RewardRecord:
             "ts_ms": str(self.ts_ms),
             "reward": repr(float(self.reward)),
             "late": "1" if self.late else "0",
+            "terminal": "1" if self.terminal else "0",
             "decision_entry": self.decision_entry,
             "sequence": str(self.sequence),
         }
@@ -188,6 +198,7 @@ class RewardRecord:
             ts_ms=int(f["ts_ms"]),
             reward=float(f["reward"]),
             late=f["late"] == "1",
+            terminal=f.get("terminal") == "1",
             decision_entry=f["decision_entry"],
             sequence=int(f["sequence"]),
         )
@@ -200,6 +211,7 @@ class RewardRecord:
             ts_ms=int(fields[b"ts_ms"]),
             reward=float(fields[b"reward"]),
             late=fields[b"late"] == b"1",
+            terminal=fields.get(b"terminal") == b"1",
             decision_entry=fields[b"decision_entry"].decode(),
             sequence=int(fields[b"sequence"]),
         )

@@ -35,6 +35,8 @@ class Examples:
     rewards: np.ndarray
     propensities: np.ndarray
     weights: np.ndarray
+    terminals: np.ndarray
+    """[n] bool: the reward was reported terminal (sequential policies)."""
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -49,6 +51,7 @@ class _Pending:
     reward_sum: float = 0.0
     reward_count: int = 0
     weight: float = 1.0
+    terminal: bool = False
 
 
 class RewardJoin:
@@ -74,6 +77,7 @@ class RewardJoin:
         if pending is None:
             self.outcomes["duplicate"] += 1
             return
+        pending.terminal = pending.terminal or record.terminal
         if self.reward.aggregation == "earliest":
             del self.pending[record.event_id]
             self._emit(record.event_id, pending, record.reward, "rewarded")
@@ -109,6 +113,7 @@ class RewardJoin:
             rewards=np.array([r for _, _, r in ready], np.float32),
             propensities=np.array([p.propensity for _, p, _ in ready], np.float32),
             weights=np.array([p.weight for _, p, _ in ready], np.float32),
+            terminals=np.array([p.terminal for _, p, _ in ready], bool),
         )
 
     # -- checkpointing --------------------------------------------------------------
@@ -126,14 +131,17 @@ class RewardJoin:
             "reward_sums": np.array([p.reward_sum for _, p in items], np.float64),
             "reward_counts": np.array([p.reward_count for _, p in items], np.int64),
             "weights": np.array([p.weight for _, p in items], np.float32),
+            "terminals": np.array([p.terminal for _, p in items], bool),
             "outcomes": np.array([self.outcomes[o] for o in OUTCOMES], np.int64),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        weights = state["weights"] if "weights" in state else np.ones(len(state["event_ids"]), np.float32)
+        n_pending = len(state["event_ids"])
+        weights = state["weights"] if "weights" in state else np.ones(n_pending, np.float32)
+        terminals = state["terminals"] if "terminals" in state else np.zeros(n_pending, bool)
         self.pending = {
-            str(e): _Pending(int(t), c.tolist(), int(a), float(p), float(s), int(n), float(w))
-            for e, t, c, a, p, s, n, w in zip(
+            str(e): _Pending(int(t), c.tolist(), int(a), float(p), float(s), int(n), float(w), bool(x))
+            for e, t, c, a, p, s, n, w, x in zip(
                 state["event_ids"],
                 state["ts_ms"],
                 state["contexts"],
@@ -142,6 +150,7 @@ class RewardJoin:
                 state["reward_sums"],
                 state["reward_counts"],
                 weights,
+                terminals,
                 strict=True,
             )
         }

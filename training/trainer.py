@@ -31,12 +31,19 @@ from training import checkpoints, eventlog
 from training.join import OUTCOMES, RewardJoin
 from training.logclient import LogClient
 from training.metrics import TrainerMetrics
+from training.sessions import SessionJoin
 from training.settings import TrainerSettings
 
 logger = logging.getLogger(__name__)
 
 NEVER = 2**62
 MAX_READS_PER_STEP = 20
+
+
+SESSIONS = "sessions/"
+"""Prefix of the session join's arrays in a checkpoint's trainer state."""
+MODEL_STAT = "model."
+"""Prefix of the model's own counters (Policy.stats()) in the trainer's stats hash."""
 
 
 class LeaseLost(Exception):
@@ -95,8 +102,17 @@ class PolicyTrainer:
         if source_spec is None:
             raise LookupError(f"policy {self.name!r} shadows {self.source!r}, which does not exist")
         self.join = RewardJoin(source_spec.reward, self.spec.context_dim, self.grace_seconds)
+        # A sequential policy learns transitions: its examples are stitched along each session.
+        self.sessions: SessionJoin | None = None
+        if self.policy.sequential:
+            self.sessions = SessionJoin(self.spec.context_dim, self.spec.training.session_timeout_seconds)
         if self.state.join:
-            self.join.restore(self.state.join)
+            joined = {k: v for k, v in self.state.join.items() if not k.startswith(SESSIONS)}
+            self.join.restore(joined)
+            if self.sessions is not None:
+                self.sessions.restore(
+                    {k[len(SESSIONS) :]: v for k, v in self.state.join.items() if k.startswith(SESSIONS)}
+                )
         self._reported = Counter(self.join.outcomes)
         self.horizon_ms = 0
         self.unpublished = 0
@@ -123,6 +139,8 @@ class PolicyTrainer:
             if position == (self.state.decisions_position, self.state.rewards_position):
                 break
         self.join.close_windows(NEVER)
+        if self.sessions is not None:
+            self.sessions.close_quiet(NEVER)
         self._update()
         self._report()
 
@@ -133,6 +151,8 @@ class PolicyTrainer:
             )
             for entry, record in batch:
                 self.join.add_decision(record)
+                if self.sessions is not None:
+                    self.sessions.add_decision(record)
                 self.state.decisions_position = entry
             if len(batch) < self.read_batch:
                 return
@@ -157,11 +177,27 @@ class PolicyTrainer:
     def _update(self) -> int:
         examples = self.join.take()
         n = len(examples)
+        if self.sessions is not None:
+            self.sessions.add_examples(examples)
+            self.sessions.close_quiet(self.horizon_ms)
+            transitions = self.sessions.take()
+            if len(transitions):
+                start = time.perf_counter()
+                self.policy.update_transitions(  # type: ignore[attr-defined]
+                    transitions.contexts,
+                    transitions.actions,
+                    transitions.rewards,
+                    transitions.next_contexts,
+                    transitions.dones,
+                    transitions.weights,
+                )
+                self.metrics.update_seconds.labels(self.name).observe(time.perf_counter() - start)
         if n == 0:
             return 0
-        start = time.perf_counter()
-        self.policy.update(examples.contexts, examples.actions, examples.rewards, examples.weights)
-        self.metrics.update_seconds.labels(self.name).observe(time.perf_counter() - start)
+        if self.sessions is None:
+            start = time.perf_counter()
+            self.policy.update(examples.contexts, examples.actions, examples.rewards, examples.weights)
+            self.metrics.update_seconds.labels(self.name).observe(time.perf_counter() - start)
         self.state.applied += n
         self.state.reward_sum += float(examples.rewards.astype(np.float64).sum())
         self.unpublished += n
@@ -196,6 +232,8 @@ class PolicyTrainer:
         start = time.perf_counter()
         checkpoint = self.log.next_checkpoint(self.name)
         self.state.join = self.join.state()
+        if self.sessions is not None:
+            self.state.join |= {SESSIONS + k: v for k, v in self.sessions.state().items()}
         checkpoints.write(self.policy, self.state, self.store, self.name, self.export, checkpoint)
         version = f"{self.export}.{checkpoint}"
         outcome = self.log.publish(self.name, self.holder, self.live, version)
@@ -247,6 +285,9 @@ class PolicyTrainer:
             self.resume()
 
     def stats(self) -> dict[str, object]:
+        model: dict[str, object] = dict(self.policy.stats())
+        if self.sessions is not None:
+            model |= {"episodes": self.sessions.episodes, "mean_return_100": self.sessions.mean_return()}
         return {
             "applied": self.state.applied,
             "pending": len(self.join.pending),
@@ -254,6 +295,7 @@ class PolicyTrainer:
             "live": self.live,
             "last_publish_ms": self.last_publish_ms,
             **{outcome: self.join.outcomes[outcome] for outcome in OUTCOMES},
+            **{MODEL_STAT + k: "" if v is None else v for k, v in model.items()},
         }
 
 

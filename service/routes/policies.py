@@ -17,6 +17,7 @@ from service.registry import PolicyRegistry
 from service.schemas import PolicyCreate, PolicyInfo, PolicyList, RollbackRequest, error_responses
 from training import checkpoints
 from training.eventlog import parse_version
+from training.trainer import MODEL_STAT
 
 router = APIRouter(prefix="/policies", tags=["policies"], responses=error_responses())
 
@@ -78,7 +79,15 @@ async def _info(request: Request, name: str) -> PolicyInfo:
         trainer_lag=max(0, decisions - applied),
         last_publish_time=published_ms / 1000 if published_ms else None,
         mean_reward=float(trainer["reward_sum"]) / applied if applied else None,
+        model={k[len(MODEL_STAT) :]: _number(v) for k, v in trainer.items() if k.startswith(MODEL_STAT)},
     )
+
+
+def _number(text: str) -> float | int | None:
+    if not text:
+        return None
+    value = float(text)
+    return int(value) if value.is_integer() and "." not in text and "e" not in text else value
 
 
 @router.post(

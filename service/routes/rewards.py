@@ -21,4 +21,4 @@ async def reward(request: Request) -> RewardResponse:
     """Reports the reward of a decision. Late rewards are logged (marked late) and answered 409."""
     grant = await authorize(request, "reward")
     body = parse_body(RewardRequest, await request.body())
-    return await request.app.state.rewarder.reward(body.event_id, body.reward, grant)
+    return await request.app.state.rewarder.reward(body.event_id, body.reward, grant, body.terminal)
