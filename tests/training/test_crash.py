@@ -45,9 +45,8 @@ def start_trainer(redis_url: str, data_dir: Path) -> subprocess.Popen:
         "BANDIT_JOIN_GRACE_SECONDS": "0.2",
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "train"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    with open(data_dir / "trainer.log", "ab") as log:  # the child has its own descriptor
+        return subprocess.Popen([sys.executable, "-m", "service.cli", "train"], env=env, stdout=log, stderr=log)
 
 
 def stream_events(client: TestClient, stop: threading.Event, sent: list[int]) -> None:
@@ -85,9 +84,9 @@ def test_sigkill_at_random_points_applies_every_event_exactly_once(
         while kills < 6:
             # Let it take the lease and publish at least once, then kill it at a random moment.
             live_before = redis_client.hget(eventlog.LIVE, "shop")
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 120  # a cold start imports TensorFlow; the machine may be busy
             while redis_client.hget(eventlog.LIVE, "shop") == live_before:
-                assert time.monotonic() < deadline, "the trainer never published"
+                assert time.monotonic() < deadline, (tmp_path / "trainer.log").read_text()[-3000:]
                 time.sleep(0.01)
             time.sleep(chooser.uniform(0.0, 0.6))
             trainer.send_signal(signal.SIGKILL)

@@ -1,0 +1,52 @@
+"""CartPole-v1 played entirely over HTTP (/act with session_id, /reward with terminal) against
+`banditd up` with a dqn policy: its greedy policy must reach a mean return of 150 over 20
+evaluation episodes within 30,000 environment steps. bench/cartpole_http.py is the full run
+(475, up to 100,000 steps, 3 seeds)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from bench import cartpole_http
+from service.embedded_redis import free_port
+from tests.test_cli import wait_ready
+
+
+def test_dqn_learns_cartpole_over_http(redis_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANDIT_")} | {
+        "REDIS_URL": redis_url,
+        "BANDIT_DEMO_POLICY": "false",
+        "BANDIT_TRAINER_METRICS_PORT": "0",
+        "BANDIT_LIVE_POLL_SECONDS": "0.2",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    banditd = str(Path(sys.executable).with_name("banditd"))
+    log = open(tmp_path / "banditd.log", "wb")
+    service = subprocess.Popen(
+        [banditd, "up", "--port", str(port), "--data-dir", str(tmp_path)], env=env, stdout=log, stderr=log
+    )
+    try:
+        wait_ready(url, service)
+        created = httpx.post(f"{url}/policies", json=cartpole_http.dqn_policy(seed=0), timeout=120)
+        assert created.status_code == 201, created.text
+        missing = httpx.post(f"{url}/act", json={"policy": "cartpole", "context": [0.0] * 4})
+        assert missing.status_code == 422 and missing.json()["field"] == "session_id"
+        result = cartpole_http.train(url, tmp_path / "models", seed=0, max_steps=30_000, eval_every=5_000, stop_at=150)
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.wait(timeout=60)
+        log.close()
+    print(result["curve"], result["model"])
+    assert not result["errors"], result["errors"]
+    assert result["reached"]["steps"] is not None, f"greedy mean return never reached 150: {result['curve']}"
+    assert result["reached"]["steps"] <= 30_000
+    model = result["model"]
+    assert model["episodes"] > 20 and model["training_steps"] > 0 and model["mean_return_100"] > 0
