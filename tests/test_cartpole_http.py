@@ -39,7 +39,7 @@ def test_dqn_learns_cartpole_over_http(redis_url: str, tmp_path: Path) -> None:
         assert created.status_code == 201, created.text
         missing = httpx.post(f"{url}/act", json={"policy": "cartpole", "context": [0.0] * 4})
         assert missing.status_code == 422 and missing.json()["field"] == "session_id"
-        result = cartpole_http.train(url, tmp_path / "models", seed=0, max_steps=30_000, eval_every=5_000, stop_at=150)
+        result = cartpole_http.train(url, tmp_path / "models", seed=0, max_steps=30_000, eval_every=2_500, stop_at=150)
     finally:
         service.send_signal(signal.SIGTERM)
         service.wait(timeout=60)
