@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bandits.base import InvalidHyperparameter, Policy, config_from_dict
+from bandits.dqn import DQN
 from bandits.lints import LinearThompson
 from bandits.linucb import LinUCB
 from bandits.neural import NeuralEpsilonGreedy, NeuralLinear
@@ -14,6 +15,7 @@ ALGORITHMS: dict[str, type[Policy]] = {
     LinearThompson.algorithm: LinearThompson,
     NeuralEpsilonGreedy.algorithm: NeuralEpsilonGreedy,
     NeuralLinear.algorithm: NeuralLinear,
+    DQN.algorithm: DQN,
 }
 
 
@@ -26,6 +28,7 @@ def build(algorithm: str, context_dim: int, num_actions: int, hyperparameters: d
 
 __all__ = [
     "ALGORITHMS",
+    "DQN",
     "InvalidHyperparameter",
     "LinUCB",
     "LinearThompson",

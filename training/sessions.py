@@ -4,10 +4,12 @@ A session is an episode: its decisions, in log order, are steps s_0, s_1, ... Th
 step t (its context s_t, action a_t and reward r_t, from the reward join) becomes the
 transition (s_t, a_t, r_t, s_{t+1}, done=False) once the session's next decision brings
 s_{t+1}, or (s_t, a_t, r_t, 0, done=True) at once when r_t was reported terminal; the
-terminal step ends the episode. A session without a new decision for ``timeout_ms`` is
-closed without a terminal transition: its last step, which has no next state, is dropped
-(that is how a time-limit cut-off, which must not be learned as terminal, ends). A later
-decision with the same session id starts a new episode.
+terminal step ends the episode. A session without a new decision for ``timeout_ms`` (by the
+log's own time: a later decision's timestamp, or how far the trainer has read) is closed
+without a terminal transition: its steps still become transitions as their rewards arrive,
+except the last one, which has no next state and is dropped (that is how a time-limit
+cut-off, which must not be learned as terminal, ends). A later decision with the same
+session id starts a new episode.
 
 Episodes completed and the returns of the last 100 (the sum of their steps' rewards) are
 kept for GET /policies/{name}.
@@ -55,11 +57,15 @@ class _Step:
 
 @dataclasses.dataclass
 class _Session:
+    session_id: str
     last_ms: int
     steps: list[_Step] = dataclasses.field(default_factory=list)
-    """Steps not yet turned into a transition, oldest first."""
+    """Steps not yet turned into a transition (or dropped), oldest first."""
     episode_return: float = 0.0
-    """Rewards of this episode's steps already emitted or dropped."""
+    """Rewards of this episode's steps already resolved."""
+    episode_steps: int = 0
+    closed: bool = False
+    """Quiet for the timeout: no step joins it any more; waiting steps still resolve."""
 
 
 class SessionJoin:
@@ -67,66 +73,74 @@ class SessionJoin:
         self.context_dim = context_dim
         self.timeout_ms = int(timeout_seconds * 1000)
         self.sessions: dict[str, _Session] = {}
-        self._session_of: dict[str, str] = {}
+        """Open sessions, least recently active first."""
+        self._waiting: dict[str, _Session] = {}
+        """event id -> the session (open or closed) of a step not yet resolved."""
         self.episodes = 0
         self.returns: deque[float] = deque(maxlen=RETURNS_KEPT)
         self._ready: list[tuple[_Step, list[float] | None]] = []
 
     def add_decision(self, record: TrainingDecision) -> None:
-        """A new step of its session (decisions arrive in log order)."""
+        """A new step of its session. Decisions arrive in log order, and the log's own time
+        closes the sessions that went quiet before it (so a replay closes the same ones)."""
+        self.close_quiet(record.ts_ms - 1)
         session_id = record.session_id or record.event_id  # no session: a one-step episode
-        session = self.sessions.get(session_id)
-        if session is None:
-            session = self.sessions[session_id] = _Session(record.ts_ms)
+        session = self.sessions.pop(session_id, None) or _Session(session_id, record.ts_ms)
+        self.sessions[session_id] = session  # most recently active last
         session.last_ms = max(session.last_ms, record.ts_ms)
         if session.steps:
             session.steps[-1].next_context = record.context
         session.steps.append(_Step(record.event_id, record.context, record.action, record.weight))
-        self._session_of[record.event_id] = session_id
-        self._emit_ready(session_id)
+        self._waiting[record.event_id] = session
+        self._resolve(session)
 
     def add_examples(self, examples: Examples) -> None:
-        """The rewards of steps (examples of the reward join); steps of closed sessions are ignored."""
+        """The rewards of steps (examples of the reward join)."""
         for i, event_id in enumerate(examples.event_ids):
-            session_id = self._session_of.get(event_id)
-            if session_id is None:
+            session = self._waiting.get(event_id)
+            if session is None:
                 continue
-            step = next(s for s in self.sessions[session_id].steps if s.event_id == event_id)
+            step = next(s for s in session.steps if s.event_id == event_id)
             step.reward = float(examples.rewards[i])
             step.terminal = bool(examples.terminals[i])
-            self._emit_ready(session_id)
+            self._resolve(session)
 
-    def _emit_ready(self, session_id: str) -> None:
-        session = self.sessions[session_id]
+    def _resolve(self, session: _Session) -> None:
+        """Emits (or, for the last step of a closed session, drops) the leading steps whose
+        outcome is known."""
         while session.steps:
             step = session.steps[0]
-            if step.reward is None or (not step.terminal and step.next_context is None):
-                return
-            session.steps.pop(0)
-            del self._session_of[step.event_id]
-            session.episode_return += step.reward
+            if step.reward is None:
+                break
             if step.terminal:
                 self._ready.append((step, None))
-                self._end_episode(session)
-            else:
+            elif step.next_context is not None:
                 self._ready.append((step, step.next_context))
+            elif not session.closed:
+                break  # waits for the next decision
+            session.steps.pop(0)
+            del self._waiting[step.event_id]
+            session.episode_return += step.reward
+            session.episode_steps += 1
+            if step.terminal:
+                self._end_episode(session)
+        if session.closed and not session.steps and session.episode_steps:
+            self._end_episode(session)
 
     def _end_episode(self, session: _Session) -> None:
         self.episodes += 1
         self.returns.append(session.episode_return)
-        session.episode_return = 0.0
+        session.episode_return, session.episode_steps = 0.0, 0
 
     def close_quiet(self, horizon_ms: int) -> None:
-        """Closes every session whose last decision is older than ``horizon_ms - timeout``."""
-        for session_id in [
-            s for s, session in self.sessions.items() if session.last_ms + self.timeout_ms <= horizon_ms
-        ]:
-            session = self.sessions.pop(session_id)
-            for step in session.steps:
-                self._session_of.pop(step.event_id, None)
-                session.episode_return += step.reward or 0.0
-            if session.steps or session.episode_return != 0.0:
-                self._end_episode(session)
+        """Closes every open session whose last decision is older than ``horizon_ms - timeout``."""
+        while self.sessions:
+            session = next(iter(self.sessions.values()))
+            if session.last_ms + self.timeout_ms > horizon_ms:
+                return
+            del self.sessions[session.session_id]
+            session.closed = True
+            self._resolve(session)
 
     def take(self) -> Transitions:
         """The transitions completed since the last call, in the order they completed."""
@@ -150,13 +164,16 @@ class SessionJoin:
 
     def state(self) -> dict[str, np.ndarray]:
         assert not self._ready, "take() the completed transitions before saving the session state"
-        sessions = list(self.sessions.items())
-        steps = [(i, step) for i, (_, session) in enumerate(sessions) for step in session.steps]
+        closed = {id(s): s for s in self._waiting.values() if s.closed}
+        sessions = [*self.sessions.values(), *closed.values()]
+        steps = [(i, step) for i, session in enumerate(sessions) for step in session.steps]
         zeros = [0.0] * self.context_dim
         return {
-            "session_ids": np.array([s for s, _ in sessions], dtype=np.str_),
-            "last_ms": np.array([s.last_ms for _, s in sessions], np.int64),
-            "episode_returns": np.array([s.episode_return for _, s in sessions], np.float64),
+            "session_ids": np.array([s.session_id for s in sessions], dtype=np.str_),
+            "last_ms": np.array([s.last_ms for s in sessions], np.int64),
+            "episode_returns": np.array([s.episode_return for s in sessions], np.float64),
+            "episode_steps": np.array([s.episode_steps for s in sessions], np.int64),
+            "closed": np.array([s.closed for s in sessions], bool),
             "step_sessions": np.array([i for i, _ in steps], np.int64),
             "step_event_ids": np.array([s.event_id for _, s in steps], dtype=np.str_),
             "step_contexts": np.array([s.context for _, s in steps], np.float32).reshape(-1, self.context_dim),
@@ -173,12 +190,19 @@ class SessionJoin:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        ids = [str(s) for s in state["session_ids"]]
-        self.sessions = {
-            s: _Session(int(t), [], float(r))
-            for s, t, r in zip(ids, state["last_ms"], state["episode_returns"], strict=True)
-        }
-        self._session_of = {}
+        sessions = [
+            _Session(str(s), int(t), [], float(r), int(n), bool(c))
+            for s, t, r, n, c in zip(
+                state["session_ids"],
+                state["last_ms"],
+                state["episode_returns"],
+                state["episode_steps"],
+                state["closed"],
+                strict=True,
+            )
+        ]
+        self.sessions = {s.session_id: s for s in sessions if not s.closed}
+        self._waiting = {}
         for i, event_id, context, action, weight, reward, terminal, has_next, next_context in zip(
             state["step_sessions"],
             state["step_event_ids"],
@@ -200,8 +224,8 @@ class SessionJoin:
                 bool(terminal),
                 next_context.tolist() if has_next else None,
             )
-            self.sessions[ids[int(i)]].steps.append(step)
-            self._session_of[step.event_id] = ids[int(i)]
+            sessions[int(i)].steps.append(step)
+            self._waiting[step.event_id] = sessions[int(i)]
         self.episodes = int(state["episodes"][0])
         self.returns = deque((float(r) for r in state["returns"]), maxlen=RETURNS_KEPT)
         self._ready = []

@@ -40,6 +40,8 @@ NEVER = 2**62
 MAX_READS_PER_STEP = 20
 
 
+UPDATE_CHUNK = 256
+"""Most transitions trained on between two lease renewals."""
 SESSIONS = "sessions/"
 """Prefix of the session join's arrays in a checkpoint's trainer state."""
 MODEL_STAT = "model."
@@ -63,6 +65,7 @@ class PolicyTrainer:
         start_from: str | None = None,
         keep_checkpoints: int = 0,
         retention_seconds: float = 0.0,
+        lease_seconds: float = 0.0,
     ) -> None:
         """holder: lease holder id; None for a replay that never publishes.
         start_from: a version to start from instead of the live one (a replay from "1.0").
@@ -71,6 +74,8 @@ class PolicyTrainer:
         checkpoint already covers (0: keep the log forever)."""
         self.keep_checkpoints = keep_checkpoints
         self.retention_seconds = retention_seconds
+        self.lease_seconds = lease_seconds
+        self.lease_renewed = time.monotonic()
         self.log = log
         self.store = Path(store)
         self.name = name
@@ -115,6 +120,8 @@ class PolicyTrainer:
                 )
         self._reported = Counter(self.join.outcomes)
         self.horizon_ms = 0
+        self.decisions_horizon_ms = 0
+        """The decision log is read completely up to this time (sessions quiet before it close)."""
         self.unpublished = 0
         self.last_publish = time.monotonic()
         self.last_publish_ms = 0
@@ -145,6 +152,7 @@ class PolicyTrainer:
         self._report()
 
     def _read_decisions(self) -> None:
+        started_ms = self.log.server_time_ms() if self.sessions is not None else 0
         for _ in range(MAX_READS_PER_STEP):  # bounded, so a backlog never starves the lease
             batch = self.log.read_decisions(
                 self.source, self.state.decisions_position, self.read_batch, shadow=self.spec.shadow_of and self.name
@@ -155,7 +163,11 @@ class PolicyTrainer:
                     self.sessions.add_decision(record)
                 self.state.decisions_position = entry
             if len(batch) < self.read_batch:
+                self.decisions_horizon_ms = max(self.decisions_horizon_ms, started_ms - 1)
                 return
+        # A backlog: complete only up to the last entry read (a replay closes sessions by the
+        # log's own time, not by the wall clock).
+        self.decisions_horizon_ms = max(self.decisions_horizon_ms, eventlog.entry_ms(self.state.decisions_position) - 1)
 
     def _read_rewards(self) -> None:
         # Everything appended before this instant is in the stream (Redis runs commands in order).
@@ -179,19 +191,23 @@ class PolicyTrainer:
         n = len(examples)
         if self.sessions is not None:
             self.sessions.add_examples(examples)
-            self.sessions.close_quiet(self.horizon_ms)
+            self.sessions.close_quiet(self.decisions_horizon_ms)
             transitions = self.sessions.take()
-            if len(transitions):
+            # Training costs per transition (Adam steps): in chunks, renewing the lease between
+            # them, so a backlog does not outlast the lease.
+            for chunk in range(0, len(transitions), UPDATE_CHUNK):
+                part = slice(chunk, chunk + UPDATE_CHUNK)
                 start = time.perf_counter()
                 self.policy.update_transitions(  # type: ignore[attr-defined]
-                    transitions.contexts,
-                    transitions.actions,
-                    transitions.rewards,
-                    transitions.next_contexts,
-                    transitions.dones,
-                    transitions.weights,
+                    transitions.contexts[part],
+                    transitions.actions[part],
+                    transitions.rewards[part],
+                    transitions.next_contexts[part],
+                    transitions.dones[part],
+                    transitions.weights[part],
                 )
                 self.metrics.update_seconds.labels(self.name).observe(time.perf_counter() - start)
+                self.keep_lease()
         if n == 0:
             return 0
         if self.sessions is None:
@@ -229,6 +245,7 @@ class PolicyTrainer:
     def publish(self) -> str | None:
         """Checkpoints and makes the result live; None if a rollback intervened (we resumed from it)."""
         assert self.holder is not None, "a replay does not publish"
+        self.keep_lease()
         start = time.perf_counter()
         checkpoint = self.log.next_checkpoint(self.name)
         self.state.join = self.join.state()
@@ -266,6 +283,16 @@ class PolicyTrainer:
         for old in checkpoints.list_checkpoints(self.store, self.name, self.export)[: -self.keep_checkpoints]:
             if old != newest:
                 checkpoints.delete(self.store, self.name, self.export, old)
+
+    def keep_lease(self) -> None:
+        """Renews the lease when a quarter of it has passed; raises LeaseLost if another took it."""
+        if self.holder is None or self.lease_seconds <= 0:
+            return
+        if time.monotonic() - self.lease_renewed < self.lease_seconds / 4:
+            return
+        if not self.log.hold_lease(self.name, self.holder, int(self.lease_seconds * 1000)):
+            raise LeaseLost(self.name)
+        self.lease_renewed = time.monotonic()
 
     def _trim(self) -> None:
         """Trims this policy's streams to the retention, never past what the checkpoint covers.
@@ -377,5 +404,6 @@ class Trainer:
                 holder=self.holder,
                 keep_checkpoints=self.settings.keep_checkpoints,
                 retention_seconds=self.settings.stream_retention_seconds,
+                lease_seconds=self.settings.trainer_lease_seconds,
             )
         return True

@@ -20,7 +20,7 @@ from tests.bandits.test_linear import closed_form
 from training import checkpoints, eventlog
 from training.logclient import LogClient
 from training.metrics import TrainerMetrics
-from training.trainer import PolicyTrainer
+from training.trainer import NEVER, PolicyTrainer
 
 POLICY = {
     "name": "shop",
@@ -33,6 +33,11 @@ POLICY = {
 NEURAL = POLICY | {
     "algorithm": "neural_linear",
     "hyperparameters": {"hidden_sizes": [16], "buffer_size": 50_000, "train_every_examples": 64, "training_steps": 5},
+}
+DQN = POLICY | {
+    "algorithm": "dqn",
+    "hyperparameters": {"hidden_sizes": [16], "buffer_size": 50_000, "learning_starts": 64, "training_steps": 1},
+    "training": POLICY["training"] | {"session_timeout_seconds": 0.5},
 }
 
 
@@ -49,34 +54,42 @@ def start_trainer(redis_url: str, data_dir: Path) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "service.cli", "train"], env=env, stdout=log, stderr=log)
 
 
-def stream_events(client: TestClient, stop: threading.Event, sent: list[int]) -> None:
-    """Decisions with 0, 1 or 2 rewards each, until told to stop."""
+def stream_events(client: TestClient, stop: threading.Event, sent: list[int], sessions: bool = False) -> None:
+    """Decisions with 0, 1 or 2 rewards each, until told to stop. With sessions: episodes of 1
+    to 6 steps, most ending with a terminal reward, the others just stopping (timed out)."""
     rng = np.random.default_rng(7)
+    episode, left = 0, 0
     while not stop.is_set():
+        if left == 0:
+            episode, left = episode + 1, int(rng.integers(1, 7))
+        left -= 1
         x = rng.normal(size=4).round(3).tolist()
-        body = client.post("/act", json={"policy": "shop", "context": x}).json()
+        act = {"policy": "shop", "context": x} | ({"session_id": f"ep{episode}"} if sessions else {})
+        body = client.post("/act", json=act).json()
+        terminal = sessions and left == 0 and rng.random() < 0.7
         for _ in range(rng.integers(0, 3)):
             r = round(float(x[body["action"]] + rng.normal()), 3)
-            assert client.post("/reward", json={"event_id": body["event_id"], "reward": r}).status_code == 202
+            reward = {"event_id": body["event_id"], "reward": r, "terminal": bool(terminal)}
+            assert client.post("/reward", json=reward).status_code == 202
         sent[0] += 1
         time.sleep(0.002)
 
 
 def buffer_rows(policy: object) -> np.ndarray:
-    """The replay buffer's examples as sorted rows (context, action, reward, weight)."""
-    contexts, actions, rewards, weights = (t.numpy() for t in policy.replay.contents())  # type: ignore[attr-defined]
-    rows = np.column_stack([contexts, actions, rewards, weights]).astype(np.float64)
+    """The replay buffer's examples (or transitions) as sorted rows of all their columns."""
+    columns = [t.numpy().reshape(len(t.numpy()), -1) for t in policy.replay.contents()]  # type: ignore[attr-defined]
+    rows = np.hstack(columns).astype(np.float64)
     return rows[np.lexsort(rows.T[::-1])]
 
 
-@pytest.mark.parametrize("policy", [POLICY, NEURAL], ids=["linucb", "neural_linear"])
+@pytest.mark.parametrize("policy", [POLICY, NEURAL, DQN], ids=["linucb", "neural_linear", "dqn"])
 def test_sigkill_at_random_points_applies_every_event_exactly_once(
     policy: dict, app_client: TestClient, redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     assert app_client.post("/policies", json=policy).status_code == 201
     chooser = random.Random(2024)
     stop, sent = threading.Event(), [0]
-    streamer = threading.Thread(target=stream_events, args=(app_client, stop, sent))
+    streamer = threading.Thread(target=stream_events, args=(app_client, stop, sent, policy is DQN))
     streamer.start()
     kills = 0
     try:
@@ -130,6 +143,16 @@ def test_sigkill_at_random_points_applies_every_event_exactly_once(
         # differ: minibatch order depends on how the log was cut into steps.)
         assert int(resumed.policy.replay.examples_seen.numpy()) == decisions  # type: ignore[attr-defined]
         np.testing.assert_allclose(buffer_rows(resumed.policy), buffer_rows(replay.policy), rtol=1e-6)
+        return
+    if policy is DQN:
+        # Every transition once: the same (s, a, r, s', done, w) rows as the uninterrupted replay.
+        assert resumed.sessions is not None and replay.sessions is not None
+        resumed.sessions.close_quiet(NEVER)  # the replay closed every session at the end of the log
+        assert len(resumed.sessions.take()) == 0  # closing drops last steps, it adds no transition
+        seen = int(resumed.policy.replay.transitions_seen.numpy())  # type: ignore[attr-defined]
+        assert seen == int(replay.policy.replay.transitions_seen.numpy()) > decisions / 2  # type: ignore[attr-defined]
+        np.testing.assert_allclose(buffer_rows(resumed.policy), buffer_rows(replay.policy), rtol=1e-6)
+        assert resumed.sessions.episodes == replay.sessions.episodes > 0
         return
     for name in ("gram", "reward_sums", "counts", "theta", "gram_inverse"):
         np.testing.assert_allclose(

@@ -90,3 +90,18 @@ def test_state_and_restore_continue_exactly() -> None:
         for x, y in zip(a, b, strict=True):
             np.testing.assert_array_equal(x, y)
     assert restored.episodes == whole.episodes == 1 and list(restored.returns) == list(whole.returns)
+
+
+def test_closing_keeps_steps_that_wait_for_their_reward_and_follows_the_log_clock() -> None:
+    join = SessionJoin(context_dim=2, timeout_seconds=1)
+    join.add_decision(decision("q0", "Q", 0, 1.0))
+    join.add_decision(decision("q1", "Q", 100, 2.0))
+    join.add_decision(decision("other", "O", 5000, 3.0))  # the log's time passes Q's timeout
+    assert "Q" not in join.sessions
+    join.add_examples(rewarded(("q0", 1.0, False), ("q1", 2.0, False)))  # rewards after the close
+    t = join.take()
+    np.testing.assert_array_equal(t.contexts, [[1.0, -1.0]])  # q0 -> q1 learned; q1 has no next state
+    assert join.episodes == 1 and join.mean_return() == 3.0
+    join.add_decision(decision("q2", "Q", 5100, 4.0))  # the same session id again: a new episode
+    join.add_examples(rewarded(("q2", 5.0, True)))
+    assert len(join.take()) == 1 and list(join.returns) == [3.0, 5.0]
