@@ -532,9 +532,10 @@ class EvaluateRequest(LogRange):
 
 
 class Interval(BaseModel):
-    value: float
-    low: float
-    high: float
+    value: float | None
+    low: float | None
+    """null when the estimate is undefined in every bootstrap resample."""
+    high: float | None
 
 
 class OffPolicyEstimates(BaseModel):

@@ -5,34 +5,21 @@ evaluation episodes within 30,000 environment steps. bench/cartpole_http.py is t
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 
 from bench import cartpole_http
 from service.embedded_redis import free_port
-from tests.test_cli import wait_ready
+from tests.processes import start_banditd, wait_ready
 
 
 def test_dqn_learns_cartpole_over_http(redis_url: str, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BANDIT_")} | {
-        "REDIS_URL": redis_url,
-        "BANDIT_DEMO_POLICY": "false",
-        "BANDIT_TRAINER_METRICS_PORT": "0",
-        "BANDIT_LIVE_POLL_SECONDS": "0.2",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-    }
-    banditd = str(Path(sys.executable).with_name("banditd"))
     log = open(tmp_path / "banditd.log", "wb")
-    service = subprocess.Popen(
-        [banditd, "up", "--port", str(port), "--data-dir", str(tmp_path)], env=env, stdout=log, stderr=log
-    )
+    service = start_banditd("up", port, tmp_path, redis_url, log)
     try:
         wait_ready(url, service)
         created = httpx.post(f"{url}/policies", json=cartpole_http.dqn_policy(seed=0), timeout=120)

@@ -2,42 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from service.embedded_redis import free_port
 from service.version import __version__
-
-BANDITD = str(Path(sys.executable).with_name("banditd"))
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BANDIT_") and k != "REDIS_URL"}
-    return env | {"TF_CPP_MIN_LOG_LEVEL": "3"} | extra
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"banditd exited with {process.returncode}"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("banditd did not become ready")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 0
+from tests.processes import BANDITD, clean_env, stop, wait_ready
 
 
 def test_version() -> None:

@@ -3,10 +3,7 @@ the linear simulator for 10,000 rounds through /act and /reward."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +12,7 @@ import httpx
 import numpy as np
 
 from service.embedded_redis import free_port
-from tests.test_cli import wait_ready
+from tests.processes import start_banditd, wait_ready
 from training.simulators import LinearSimulator
 
 ROUNDS, WORKERS = 10_000, 8
@@ -76,15 +73,7 @@ def wait_for_trainer(url: str, timeout: float = 120.0) -> None:
 def test_linucb_over_http_has_at_most_a_tenth_of_uniform_regret(redis_url: str, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BANDIT_")} | {
-        "REDIS_URL": redis_url,
-        "BANDIT_DEMO_POLICY": "false",
-        "BANDIT_TRAINER_METRICS_PORT": "0",
-        "BANDIT_LIVE_POLL_SECONDS": "0.2",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-    }
-    command = [str(Path(sys.executable).with_name("banditd")), "up", "--port", str(port), "--data-dir", str(tmp_path)]
-    service = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    service = start_banditd("up", port, tmp_path, redis_url)
     try:
         wait_ready(url, service)
         assert httpx.post(f"{url}/policies", json=POLICY).status_code == 201

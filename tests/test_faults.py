@@ -4,10 +4,8 @@ must be in the log afterwards, exactly once."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -19,7 +17,7 @@ import httpx
 import redis
 
 from service.embedded_redis import EmbeddedRedis, free_port
-from tests.test_cli import wait_ready
+from tests.processes import start_banditd, wait_ready
 from training import eventlog
 
 POLICY = {
@@ -93,16 +91,7 @@ class Stack:
         self.log = open(tmp_path / "banditd.log", "ab")
 
     def start_api(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BANDIT_")} | {
-            "REDIS_URL": self.redis.url,
-            "BANDIT_DEMO_POLICY": "false",
-            "BANDIT_TRAINER_METRICS_PORT": "0",
-            "BANDIT_LIVE_POLL_SECONDS": "0.2",
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-        }
-        banditd = str(Path(sys.executable).with_name("banditd"))
-        command = [banditd, "up", "--port", str(self.port), "--data-dir", str(self.data_dir)]
-        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=self.log)
+        self.process = start_banditd("up", self.port, self.data_dir, self.redis.url, self.log)
         wait_ready(self.url, self.process)
 
     def kill_api(self) -> None:

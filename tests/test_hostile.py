@@ -4,7 +4,6 @@ that breaks the schema, and nothing already logged is lost."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 import redis
 
 from service.embedded_redis import free_port
-from tests.test_cli import wait_ready
+from tests.processes import start_banditd, wait_ready
 from training import eventlog
 
 ADMIN = "hostile-admin-key-0123456789"
@@ -27,19 +26,10 @@ CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,re
 def service(redis_url: str, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BANDIT_")} | {
-        "REDIS_URL": redis_url,
-        "BANDIT_ADMIN_KEY": ADMIN,
-        "BANDIT_MAX_POLICIES": "3",
-        "BANDIT_MAX_EXPERIMENTS": "3",
-        "BANDIT_MAX_MODEL_BYTES": str(64 << 20),
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-    }
-    banditd = str(Path(sys.executable).with_name("banditd"))
     log = open(tmp_path / "serve.log", "wb")
-    process = subprocess.Popen(
-        [banditd, "serve", "--port", str(port), "--data-dir", str(tmp_path)], env=env, stdout=log, stderr=log
-    )
+    settings = {"BANDIT_ADMIN_KEY": ADMIN, "BANDIT_MAX_POLICIES": "3", "BANDIT_MAX_EXPERIMENTS": "3"}
+    settings |= {"BANDIT_MAX_MODEL_BYTES": str(64 << 20), "BANDIT_DEMO_POLICY": "true"}
+    process = start_banditd("serve", port, tmp_path, redis_url, log, **settings)
     try:
         wait_ready(url, process)
         yield url

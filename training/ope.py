@@ -291,7 +291,12 @@ def _bootstrap_means(terms: np.ndarray, n_bootstrap: int, random_state: int) -> 
 
 
 def _percentile_interval(values: np.ndarray, alpha: float) -> tuple[float, float]:
-    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    """The percentile interval over the resamples where the estimate is defined (a
+    self-normalised estimate is 0/0 in a resample with no weight); NaN if it never is."""
+    defined = values[np.isfinite(values)]
+    if defined.size == 0:
+        return float("nan"), float("nan")
+    low, high = np.quantile(defined, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
 
 
