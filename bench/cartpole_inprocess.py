@@ -177,7 +177,9 @@ def plot(runs: list[dict[str, Any]], title: str, path: Path) -> None:
             moving = (
                 np.convolve(episodes[:, 1], np.ones(window) / window, mode="valid") if len(episodes) >= window else []
             )
-            ax.plot(episodes[window - 1 :, 0] if len(moving) else [], moving, color=colour, alpha=0.3, linewidth=1)
+            label = f"seed {run['seed']}: collect, training episodes (moving mean of {window})"
+            x = episodes[window - 1 :, 0] if len(moving) else []
+            ax.plot(x, moving, color=colour, alpha=0.3, linewidth=1, label=label)
         steps = [p["steps"] for p in run["curve"]]
         returns = [p["mean_return"] for p in run["curve"]]
         ax.plot(steps, returns, color=colour, marker="o", linewidth=2, label=f"seed {run['seed']}: greedy, 20 episodes")
@@ -207,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update-batch", type=int, default=50, help="transitions per update_transitions call")
     parser.add_argument("--hyperparameters", default="{}", help="JSON overriding the DQN defaults")
     parser.add_argument("--stop-at", type=float, default=None, help="stop a seed once its greedy mean reaches this")
-    parser.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: TF's default)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="TensorFlow threads (default 1: runs repeat exactly; 0: TF's choice)"
+    )
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--plot", type=Path, default=PLOT)
     args = parser.parse_args(argv)
@@ -258,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
     }
     harness.write_json(args.json, result)
-    plot(runs, f"DQN on CartPole-v1 in process, hyperparameters {hyperparameters or 'defaults'}", args.plot)
+    title = (
+        f"DQN on CartPole-v1 in process (acting from a copy refreshed every {args.refresh_every} steps, updates of "
+        f"{args.update_batch} transitions), hyperparameters: {hyperparameters or 'defaults'}"
+    )
+    plot(runs, title, args.plot)
     return 0
 
 
