@@ -141,6 +141,11 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 def assert_exactly_once(running: Stack, loads: list[Load]) -> None:
+    # With the clients stopped, what is still in the spool (acknowledged, fsynced) reaches
+    # Redis; under load readyz can say "ready" for a moment between two spooled batches.
+    running.wait_status("ready")
+    time.sleep(0.5)
+    running.wait_status("ready")
     decisions, rewards = running.logged()
     for load in loads:
         assert load.decided, f"{load.prefix}: no decision was acknowledged"
