@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from typing import Any, ClassVar
 
 import tensorflow as tf
@@ -28,6 +29,22 @@ class InvalidHyperparameter(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (JSON true would pass isinstance(value, int))."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float that is not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def require(ok: bool, field: str, message: str) -> None:
+    """Raises InvalidHyperparameter(field, message) unless ok."""
+    if not ok:
+        raise InvalidHyperparameter(field, message)
 
 
 def config_from_dict(config_type: type, values: dict[str, Any]) -> Any:

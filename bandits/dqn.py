@@ -38,8 +38,8 @@ from typing import Any, ClassVar, Literal
 import tensorflow as tf
 
 from bandits import linalg, mlp
-from bandits.base import Decision, Policy
-from bandits.neural import TrainingState, _is_int, _is_number, _require, epsilon_greedy_decision, greedy_decision
+from bandits.base import Decision, Policy, is_int, is_number, require
+from bandits.neural import TrainingState, epsilon_greedy_decision, greedy_decision
 
 # -- hyperparameters -----------------------------------------------------------------------------
 
@@ -95,51 +95,42 @@ class DQNConfig:
             object.__setattr__(self, "hidden_sizes", list(self.hidden_sizes))
 
     def validate(self) -> None:
-        sizes = self.hidden_sizes
-        _require(
-            isinstance(sizes, list) and 1 <= len(sizes) <= 8 and all(_is_int(s) and 1 <= s <= 4096 for s in sizes),
-            "hidden_sizes",
-            "must be a list of 1 to 8 layer sizes, each an integer in [1, 4096]",
-        )
-        _require(self.activation in mlp.ACTIVATIONS, "activation", f"must be one of {sorted(mlp.ACTIVATIONS)}")
-        lr = self.learning_rate
-        _require(_is_number(lr) and 0 < lr <= 1, "learning_rate", "must be a number in (0, 1]")
-        _require(_is_int(self.batch_size) and 1 <= self.batch_size <= 4096, "batch_size", "must be in [1, 4096]")
-        _require(_is_number(self.discount) and 0 <= self.discount <= 1, "discount", "must be in [0, 1]")
-        _require(_is_number(self.huber_delta) and self.huber_delta > 0, "huber_delta", "must be > 0")
-        _require(
-            _is_int(self.buffer_size) and 1 <= self.buffer_size <= 1_000_000,
+        mlp.validate_network(self.hidden_sizes, self.activation, self.learning_rate, self.batch_size)
+        require(is_number(self.discount) and 0 <= self.discount <= 1, "discount", "must be in [0, 1]")
+        require(is_number(self.huber_delta) and self.huber_delta > 0, "huber_delta", "must be > 0")
+        require(
+            is_int(self.buffer_size) and 1 <= self.buffer_size <= 1_000_000,
             "buffer_size",
             "must be an integer in [1, 1000000]",
         )
-        _require(_is_int(self.learning_starts) and self.learning_starts >= 0, "learning_starts", "must be >= 0")
-        _require(
-            _is_int(self.train_every_transitions) and self.train_every_transitions >= 1,
+        require(is_int(self.learning_starts) and self.learning_starts >= 0, "learning_starts", "must be >= 0")
+        require(
+            is_int(self.train_every_transitions) and self.train_every_transitions >= 1,
             "train_every_transitions",
             "must be an integer >= 1",
         )
-        _require(
-            _is_int(self.training_steps) and 0 <= self.training_steps <= 100_000,
+        require(
+            is_int(self.training_steps) and 0 <= self.training_steps <= 100_000,
             "training_steps",
             "must be an integer in [0, 100000]",
         )
-        _require(self.target_update in ("periodic", "polyak"), "target_update", 'must be "periodic" or "polyak"')
-        _require(
-            _is_int(self.target_update_period) and self.target_update_period >= 1,
+        require(self.target_update in ("periodic", "polyak"), "target_update", 'must be "periodic" or "polyak"')
+        require(
+            is_int(self.target_update_period) and self.target_update_period >= 1,
             "target_update_period",
             "must be an integer >= 1",
         )
         tau = self.polyak_tau
-        _require(_is_number(tau) and 0 < tau <= 1, "polyak_tau", "must be in (0, 1]")
+        require(is_number(tau) and 0 < tau <= 1, "polyak_tau", "must be in (0, 1]")
         for name in ("epsilon_start", "epsilon_end"):
             value = getattr(self, name)
-            _require(_is_number(value) and 0 <= value <= 1, name, "must be in [0, 1]")
-        _require(
-            _is_int(self.epsilon_decay_transitions) and self.epsilon_decay_transitions >= 0,
+            require(is_number(value) and 0 <= value <= 1, name, "must be in [0, 1]")
+        require(
+            is_int(self.epsilon_decay_transitions) and self.epsilon_decay_transitions >= 0,
             "epsilon_decay_transitions",
             "must be an integer >= 0",
         )
-        _require(_is_int(self.seed) and 0 <= self.seed < 2**63, "seed", "must be an integer in [0, 2^63)")
+        require(is_int(self.seed) and 0 <= self.seed < 2**63, "seed", "must be an integer in [0, 2^63)")
 
 
 # -- the math ------------------------------------------------------------------------------------

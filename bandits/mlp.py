@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
+from bandits.base import is_int, is_number, require
+
 ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "relu": tf.nn.relu,
     "tanh": tf.nn.tanh,
@@ -25,6 +27,20 @@ ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "leaky_relu": tf.nn.leaky_relu,
 }
 """Hidden-layer activations by the name a policy's config gives."""
+
+
+def validate_network(hidden_sizes: object, activation: object, learning_rate: object, batch_size: object) -> None:
+    """Checks the network fields every neural config shares; raises InvalidHyperparameter."""
+    require(
+        isinstance(hidden_sizes, list)
+        and 1 <= len(hidden_sizes) <= 8
+        and all(is_int(s) and 1 <= s <= 4096 for s in hidden_sizes),
+        "hidden_sizes",
+        "must be a list of 1 to 8 layer sizes, each an integer in [1, 4096]",
+    )
+    require(activation in ACTIVATIONS, "activation", f"must be one of {sorted(ACTIVATIONS)}")
+    require(is_number(learning_rate) and 0 < learning_rate <= 1, "learning_rate", "must be a number in (0, 1]")  # type: ignore[operator]
+    require(is_int(batch_size) and 1 <= batch_size <= 4096, "batch_size", "must be in [1, 4096]")  # type: ignore[operator]
 
 
 def glorot_uniform(fan_in: int, fan_out: int, seed: tf.Tensor) -> tf.Tensor:

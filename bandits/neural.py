@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from typing import Any, ClassVar, Literal
 
 import tensorflow as tf
 
 from bandits import linalg, mlp, rng
-from bandits.base import Decision, InvalidHyperparameter, Policy
+from bandits.base import Decision, Policy, is_int, is_number, require
 from bandits.linear import LinearState
 
 _DECISION_STREAM = 0
@@ -39,19 +38,6 @@ _PROPENSITY_STREAM = 1
 
 
 # -- hyperparameters -----------------------------------------------------------------------------
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
-
-
-def _require(ok: bool, field: str, message: str) -> None:
-    if not ok:
-        raise InvalidHyperparameter(field, message)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,32 +67,23 @@ class NeuralConfig:
             object.__setattr__(self, "hidden_sizes", list(self.hidden_sizes))
 
     def validate(self) -> None:
-        sizes = self.hidden_sizes
-        _require(
-            isinstance(sizes, list) and 1 <= len(sizes) <= 8 and all(_is_int(s) and 1 <= s <= 4096 for s in sizes),
-            "hidden_sizes",
-            "must be a list of 1 to 8 layer sizes, each an integer in [1, 4096]",
-        )
-        _require(self.activation in mlp.ACTIVATIONS, "activation", f"must be one of {sorted(mlp.ACTIVATIONS)}")
-        lr = self.learning_rate
-        _require(_is_number(lr) and 0 < lr <= 1, "learning_rate", "must be a number in (0, 1]")
-        _require(_is_int(self.batch_size) and 1 <= self.batch_size <= 4096, "batch_size", "must be in [1, 4096]")
-        _require(
-            _is_int(self.training_steps) and 0 <= self.training_steps <= 100_000,
+        mlp.validate_network(self.hidden_sizes, self.activation, self.learning_rate, self.batch_size)
+        require(
+            is_int(self.training_steps) and 0 <= self.training_steps <= 100_000,
             "training_steps",
             "must be an integer in [0, 100000]",
         )
-        _require(
-            _is_int(self.train_every_examples) and self.train_every_examples >= 1,
+        require(
+            is_int(self.train_every_examples) and self.train_every_examples >= 1,
             "train_every_examples",
             "must be an integer >= 1",
         )
-        _require(
-            _is_int(self.buffer_size) and 1 <= self.buffer_size <= 1_000_000,
+        require(
+            is_int(self.buffer_size) and 1 <= self.buffer_size <= 1_000_000,
             "buffer_size",
             "must be an integer in [1, 1000000]",
         )
-        _require(_is_int(self.seed) and 0 <= self.seed < 2**63, "seed", "must be an integer in [0, 2^63)")
+        require(is_int(self.seed) and 0 <= self.seed < 2**63, "seed", "must be an integer in [0, 2^63)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +93,7 @@ class NeuralEpsilonGreedyConfig(NeuralConfig):
 
     def validate(self) -> None:
         super().validate()
-        _require(_is_number(self.epsilon) and 0 < self.epsilon <= 1, "epsilon", "must be in (0, 1]")
+        require(is_number(self.epsilon) and 0 < self.epsilon <= 1, "epsilon", "must be in (0, 1]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,13 +114,13 @@ class NeuralLinearConfig(NeuralConfig):
 
     def validate(self) -> None:
         super().validate()
-        _require(self.mode in ("ts", "ucb"), "mode", 'must be "ts" or "ucb"')
-        _require(_is_number(self.ridge) and self.ridge > 0, "ridge", "must be > 0")
-        _require(_is_number(self.noise) and self.noise > 0, "noise", "must be > 0")
-        _require(_is_number(self.alpha) and self.alpha >= 0, "alpha", "must be >= 0")
-        _require(_is_number(self.epsilon) and 0 <= self.epsilon <= 1, "epsilon", "must be in [0, 1]")
-        _require(
-            _is_int(self.propensity_samples) and 1 <= self.propensity_samples <= 4096,
+        require(self.mode in ("ts", "ucb"), "mode", 'must be "ts" or "ucb"')
+        require(is_number(self.ridge) and self.ridge > 0, "ridge", "must be > 0")
+        require(is_number(self.noise) and self.noise > 0, "noise", "must be > 0")
+        require(is_number(self.alpha) and self.alpha >= 0, "alpha", "must be >= 0")
+        require(is_number(self.epsilon) and 0 <= self.epsilon <= 1, "epsilon", "must be in [0, 1]")
+        require(
+            is_int(self.propensity_samples) and 1 <= self.propensity_samples <= 4096,
             "propensity_samples",
             "must be in [1, 4096]",
         )
