@@ -15,7 +15,7 @@ import bandits
 from bandits.dqn import DQN, double_dqn_targets, huber, linear_epsilon, weighted_huber_loss
 from exporter import loader, savedmodel
 from exporter.spec import RewardConfig, resolve
-from tests.bandits.test_neural import WRITING_OPS, ops_in_saved_model
+from tests.bandits.test_neural import WRITING_OPS, assert_served_like, ops_in_saved_model
 
 D, K = 5, 3
 SMALL = {"hidden_sizes": [16, 8], "batch_size": 16, "learning_starts": 32, "buffer_size": 1000}
@@ -320,13 +320,7 @@ def test_export_load_and_hot_swap_give_identical_decisions(store: Path, tmp_path
     seed = np.arange(64, dtype=np.int64) * 31
 
     def assert_same_decisions() -> None:
-        for variant in savedmodel.VARIANTS:
-            direct = getattr(policy, variant)(context, mask, seed)
-            served = loaded.decide(variant == "greedy", context, mask, seed)
-            for key in ("action", "propensity", "scores"):
-                np.testing.assert_allclose(served[key], direct[key].numpy(), rtol=1e-6, err_msg=f"{variant} {key}")
-        direct = policy.probabilities(context, mask, seed).numpy()
-        np.testing.assert_allclose(loaded.probabilities(False, context, mask, seed), direct, rtol=1e-6)
+        assert_served_like(policy, loaded, context, mask, seed)
 
     assert_same_decisions()
     # Hot swap: the trainer's checkpoint restores into the loaded SavedModels, epsilon included.

@@ -310,6 +310,17 @@ def test_neural_epsilon_greedy_far_better_than_uniform_on_a_nonlinear_problem() 
 WRITING_OPS = {"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp", "ResourceScatterNdUpdate"}
 
 
+def assert_served_like(policy: Any, loaded: Any, context: np.ndarray, mask: np.ndarray, seed: np.ndarray) -> None:
+    """The loaded SavedModels decide (both variants) and give probabilities exactly as the policy."""
+    for variant in savedmodel.VARIANTS:
+        direct = getattr(policy, variant)(context, mask, seed)
+        served = loaded.decide(variant == "greedy", context, mask, seed)
+        for key in ("action", "propensity", "scores"):
+            np.testing.assert_allclose(served[key], direct[key].numpy(), rtol=1e-6, err_msg=f"{variant} {key}")
+    direct = policy.probabilities(context, mask, seed).numpy()
+    np.testing.assert_allclose(loaded.probabilities(False, context, mask, seed), direct, rtol=1e-6)
+
+
 def ops_in_saved_model(path: Path) -> set[str]:
     """Every op type in a SavedModel's graph and function library, except in the functions
     that save and restore its variables (which every SavedModel has)."""
@@ -356,13 +367,7 @@ def test_export_load_and_hot_swap_give_identical_decisions(
     seed = np.arange(32, dtype=np.int64) * 31
 
     def assert_same_decisions() -> None:
-        for variant in savedmodel.VARIANTS:
-            direct = getattr(policy, variant)(context, mask, seed)
-            served = loaded.decide(variant == "greedy", context, mask, seed)
-            for key in ("action", "propensity", "scores"):
-                np.testing.assert_allclose(served[key], direct[key].numpy(), rtol=1e-6, err_msg=f"{variant} {key}")
-        direct = policy.probabilities(context, mask, seed).numpy()
-        np.testing.assert_allclose(loaded.probabilities(False, context, mask, seed), direct, rtol=1e-6)
+        assert_served_like(policy, loaded, context, mask, seed)
 
     assert_same_decisions()
     # Hot swap: the trainer's checkpoint of every variable restores into the loaded SavedModels.
