@@ -6,9 +6,11 @@ from typing import Any
 
 from bandits.base import InvalidHyperparameter, Policy, config_from_dict
 from bandits.dqn import DQN
+from bandits.features import FeatureError, FeatureSchema, Preprocessing
 from bandits.lints import LinearThompson
 from bandits.linucb import LinUCB
 from bandits.neural import NeuralEpsilonGreedy, NeuralLinear
+from bandits.shared_linear import SharedLinearThompson, SharedLinUCB
 
 ALGORITHMS: dict[str, type[Policy]] = {
     LinUCB.algorithm: LinUCB,
@@ -17,23 +19,51 @@ ALGORITHMS: dict[str, type[Policy]] = {
     NeuralLinear.algorithm: NeuralLinear,
     DQN.algorithm: DQN,
 }
+"""Policies over a fixed set of K actions."""
+
+CANDIDATE_ALGORITHMS: dict[str, type[Policy]] = {
+    SharedLinUCB.algorithm: SharedLinUCB,
+    SharedLinearThompson.algorithm: SharedLinearThompson,
+}
+"""Policies that score per-request candidate sets from each candidate's features (same names)."""
 
 
-def build(algorithm: str, context_dim: int, num_actions: int, hyperparameters: dict[str, Any]) -> Policy:
-    """A fresh policy of a registered algorithm; raises KeyError or InvalidHyperparameter."""
-    policy_type = ALGORITHMS[algorithm]
-    config = config_from_dict(policy_type.Config, hyperparameters)
-    return policy_type(context_dim, num_actions, config)
+def policy_type(algorithm: str, candidates: bool = False) -> type[Policy]:
+    """The class of a registered algorithm in its fixed-action or candidate-set form; KeyError if none."""
+    return (CANDIDATE_ALGORITHMS if candidates else ALGORITHMS)[algorithm]
+
+
+def build(
+    algorithm: str,
+    context_dim: int,
+    num_actions: int,
+    hyperparameters: dict[str, Any],
+    action_feature_dim: int = 0,
+    preprocessing: Preprocessing | None = None,
+) -> Policy:
+    """A fresh policy of a registered algorithm (the candidate-set form when action_feature_dim
+    > 0); raises KeyError or InvalidHyperparameter. context_dim and action_feature_dim are the
+    encoded widths; ``preprocessing`` (default: plain vectors) encodes named features."""
+    kind = policy_type(algorithm, action_feature_dim > 0)
+    config = config_from_dict(kind.Config, hyperparameters)
+    return kind(context_dim, num_actions, config, action_feature_dim=action_feature_dim, preprocessing=preprocessing)
 
 
 __all__ = [
     "ALGORITHMS",
+    "CANDIDATE_ALGORITHMS",
     "DQN",
+    "FeatureError",
+    "FeatureSchema",
     "InvalidHyperparameter",
     "LinUCB",
     "LinearThompson",
     "NeuralEpsilonGreedy",
     "NeuralLinear",
     "Policy",
+    "Preprocessing",
+    "SharedLinUCB",
+    "SharedLinearThompson",
     "build",
+    "policy_type",
 ]

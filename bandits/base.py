@@ -8,6 +8,14 @@ config of hyperparameters, and three methods:
   float32}``. They never write a variable; all randomness comes from the per-row ``seed``.
 * ``update(contexts, actions, rewards, weights)`` trains on a batch of examples.
 
+Policies that take candidate sets (``action_feature_dim`` > 0) score each candidate from its
+own features: every method also takes ``action_features`` ([batch, K, f] float32 when
+choosing, the chosen candidate's [n, f] when updating), K varies per call (padding is masked
+out), and ``actions`` in ``update`` is ignored. Their class says ``takes_candidates``.
+
+``preprocessing`` (bandits.features) turns named feature values into the vectors these
+methods read; it is part of the policy's variables, so exports and checkpoints carry it.
+
 The exporter turns greedy and collect into SavedModel signatures; nothing here does I/O.
 """
 
@@ -19,6 +27,8 @@ import math
 from typing import Any, ClassVar
 
 import tensorflow as tf
+
+from bandits.features import FeatureSchema, Preprocessing
 
 Decision = dict[str, tf.Tensor]
 
@@ -67,35 +77,62 @@ class Policy(tf.Module, abc.ABC):
     """True for policies of sequential decisions (dqn): /act needs a session_id, and the trainer
     learns from transitions (``update_transitions``) stitched from each session's decisions."""
 
-    def __init__(self, context_dim: int, num_actions: int, config: Any) -> None:
+    takes_candidates: ClassVar[bool] = False
+    """True for the shared-parameter forms that score per-request candidate sets."""
+
+    def __init__(
+        self,
+        context_dim: int,
+        num_actions: int,
+        config: Any,
+        action_feature_dim: int = 0,
+        preprocessing: Preprocessing | None = None,
+    ) -> None:
+        """context_dim and action_feature_dim are the encoded widths the model reads; num_actions
+        is K (the most candidates per call for candidate policies)."""
         super().__init__(name=self.algorithm)
         self.context_dim = int(context_dim)
         self.num_actions = int(num_actions)
+        self.action_feature_dim = int(action_feature_dim)
         self.config = config
+        if preprocessing is None:
+            actions = FeatureSchema.vector(action_feature_dim) if self.takes_candidates else None
+            preprocessing = Preprocessing(FeatureSchema.vector(context_dim), actions)
+        assert preprocessing.context_width == self.context_dim and preprocessing.action_width == self.action_feature_dim
+        self.preprocessing = preprocessing
 
     @abc.abstractmethod
-    def greedy(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> Decision:
-        """The exploit-only choice. context: [batch, d] float32, mask: [batch, K] bool, seed: [batch] int64."""
+    def greedy(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> Decision:
+        """The exploit-only choice. context: [batch, d] float32, mask: [batch, K] bool, seed: [batch] int64,
+        action_features: [batch, K, f] float32 (candidate policies only)."""
 
     @abc.abstractmethod
-    def collect(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> Decision:
+    def collect(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> Decision:
         """The exploring choice whose propensity is logged. Same shapes as ``greedy``."""
 
     @abc.abstractmethod
-    def probabilities(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    def probabilities(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> tf.Tensor:
         """[batch, K] float32: the collect policy's probability of every action (exact, or
         estimated by sampling where the policy samples). Used for off-policy evaluation."""
 
-    def greedy_probabilities(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    def greedy_probabilities(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> tf.Tensor:
         """[batch, K] float32: the greedy policy's distribution, one-hot on its action."""
-        action = self.greedy(context, mask, seed)["action"]
-        return tf.one_hot(action, self.num_actions, dtype=tf.float32)
+        action = self.greedy(context, mask, seed, action_features)["action"]
+        return tf.one_hot(action, tf.shape(mask)[1], dtype=tf.float32)
 
     def compile(self) -> None:
         """Prepares anything the first update would otherwise build lazily (optional)."""
 
     @classmethod
-    def state_bytes(cls, context_dim: int, num_actions: int, config: Any) -> int:
+    def state_bytes(cls, context_dim: int, num_actions: int, config: Any, action_feature_dim: int = 0) -> int:
         """About how many bytes the policy's variables take (checked before one is built)."""
         return 4 * context_dim * num_actions
 
@@ -104,5 +141,13 @@ class Policy(tf.Module, abc.ABC):
         return {}
 
     @abc.abstractmethod
-    def update(self, contexts: tf.Tensor, actions: tf.Tensor, rewards: tf.Tensor, weights: tf.Tensor) -> None:
-        """Trains on n examples. contexts: [n, d], actions: [n] int32, rewards: [n], weights: [n]."""
+    def update(
+        self,
+        contexts: tf.Tensor,
+        actions: tf.Tensor,
+        rewards: tf.Tensor,
+        weights: tf.Tensor,
+        action_features: tf.Tensor | None = None,
+    ) -> None:
+        """Trains on n examples. contexts: [n, d], actions: [n] int32, rewards: [n], weights: [n],
+        action_features: [n, f] the chosen candidates' (candidate policies only)."""

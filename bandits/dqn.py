@@ -272,8 +272,8 @@ class DQN(Policy):
     """The trainer stitches each session's decisions into transitions for update_transitions."""
     Config = DQNConfig
 
-    def __init__(self, context_dim: int, num_actions: int, config: DQNConfig) -> None:
-        super().__init__(context_dim, num_actions, config)
+    def __init__(self, context_dim: int, num_actions: int, config: DQNConfig, **inputs: Any) -> None:
+        super().__init__(context_dim, num_actions, config, **inputs)
         hidden, activation = config.hidden_sizes, config.activation
         self.network = mlp.RewardNetwork(context_dim, num_actions, hidden, activation, config.seed)
         # The same seed gives the same initial weights: the target starts as a copy.
@@ -294,13 +294,19 @@ class DQN(Policy):
         c = self.config
         return linear_epsilon(self.replay.transitions_seen, c.epsilon_start, c.epsilon_end, c.epsilon_decay_transitions)
 
-    def greedy(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> Decision:
+    def greedy(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> Decision:
         return greedy_decision(self.q_values(context), mask)
 
-    def collect(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> Decision:
+    def collect(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> Decision:
         return epsilon_greedy_decision(self.q_values(context), mask, seed, self.epsilon())
 
-    def probabilities(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    def probabilities(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> tf.Tensor:
         return linalg.epsilon_greedy_probabilities(self.q_values(context), mask, self.epsilon())
 
     # -- training ------------------------------------------------------------------------------
@@ -330,7 +336,14 @@ class DQN(Policy):
         )
         self.state.train_step.assign_add(1)
 
-    def update(self, contexts: tf.Tensor, actions: tf.Tensor, rewards: tf.Tensor, weights: tf.Tensor) -> None:
+    def update(
+        self,
+        contexts: tf.Tensor,
+        actions: tf.Tensor,
+        rewards: tf.Tensor,
+        weights: tf.Tensor,
+        action_features: tf.Tensor | None = None,
+    ) -> None:
         """One-step episodes: update_transitions with every transition terminal (s' unused)."""
         contexts = tf.convert_to_tensor(contexts, tf.float32)
         dones = tf.ones_like(tf.convert_to_tensor(rewards, tf.float32))
@@ -341,7 +354,7 @@ class DQN(Policy):
         self._graphs.update.get_concrete_function()
 
     @classmethod
-    def state_bytes(cls, context_dim: int, num_actions: int, config: Any) -> int:
+    def state_bytes(cls, context_dim: int, num_actions: int, config: Any, action_feature_dim: int = 0) -> int:
         """Online and target weights and Adam's two moments (float32), the buffer and counters."""
         sizes = [context_dim, *config.hidden_sizes, num_actions]
         parameters = sum((fan_in + 1) * fan_out for fan_in, fan_out in itertools.pairwise(sizes))

@@ -102,10 +102,7 @@ def sampled_argmax_distribution(
 ) -> tf.Tensor:
     """Share of posterior draws each action wins. mean, width: [batch, K]; mask: [batch, K] bool;
     noise: [batch, S, K] standard normal. Returns [batch, K] float32 summing to 1 per row."""
-    samples = mean[:, None, :] + scale * width[:, None, :] * noise
-    mask_s = tf.broadcast_to(mask[:, None, :], tf.shape(samples))
-    winners = masked_argmax(samples, mask_s)  # [batch, S]
-    return tf.reduce_mean(tf.one_hot(winners, tf.shape(mean)[1], dtype=tf.float32), axis=1)
+    return argmax_distribution(mean[:, None, :] + scale * width[:, None, :] * noise, mask)
 
 
 def sampled_argmax_frequency(
@@ -117,9 +114,22 @@ def sampled_argmax_frequency(
     action: [batch] int32, itself the winner of one further draw. Returns [batch] float32,
     (1 + wins) / (S + 1): the decisive draw counts as one sample, so the estimate is never 0.
     """
-    samples = mean[:, None, :] + scale * width[:, None, :] * noise
+    return argmax_frequency(mean[:, None, :] + scale * width[:, None, :] * noise, mask, action)
+
+
+def argmax_distribution(samples: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Share of sampled score vectors each action wins. samples: [batch, S, K]; mask: [batch, K]
+    bool. Returns [batch, K] float32 summing to 1 per row."""
+    mask_s = tf.broadcast_to(mask[:, None, :], tf.shape(samples))
+    winners = masked_argmax(samples, mask_s)  # [batch, S]
+    return tf.reduce_mean(tf.one_hot(winners, tf.shape(samples)[2], dtype=tf.float32), axis=1)
+
+
+def argmax_frequency(samples: tf.Tensor, mask: tf.Tensor, action: tf.Tensor) -> tf.Tensor:
+    """(1 + wins of ``action``) / (S + 1) over sampled score vectors samples: [batch, S, K];
+    mask: [batch, K] bool; action: [batch] int32 (the winner of one further draw). Returns [batch]."""
     mask_s = tf.broadcast_to(mask[:, None, :], tf.shape(samples))
     winners = masked_argmax(samples, mask_s)  # [batch, S]
     wins = tf.reduce_sum(tf.cast(tf.equal(winners, action[:, None]), tf.float32), axis=-1)
-    num_samples = tf.cast(tf.shape(noise)[1], tf.float32)
+    num_samples = tf.cast(tf.shape(samples)[1], tf.float32)
     return (1.0 + wins) / (num_samples + 1.0)

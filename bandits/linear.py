@@ -56,43 +56,59 @@ def _updated(
     return gram, reward_sums, counts, tf.cast(theta, tf.float32), tf.cast(gram_inverse, tf.float32)
 
 
+def apply_examples(
+    state: LinearState, features: tf.Tensor, actions: tf.Tensor, rewards: tf.Tensor, weights: tf.Tensor
+) -> None:
+    """Adds n examples to a linear state and re-solves. features: [n, d] (the regressions'
+    inputs), actions: [n] int32 (which of the K regressions), rewards, weights: [n]."""
+    s = state
+    features = tf.convert_to_tensor(features, tf.float32)
+    actions = tf.convert_to_tensor(actions, tf.int32)
+    rewards = tf.convert_to_tensor(rewards, tf.float32)
+    weights = tf.convert_to_tensor(weights, tf.float32)
+    d = int(features.shape[1])
+    # accumulate() holds an [n, d, d] float64 tensor: bound it to about 64 MiB per call.
+    rows = max(256, (64 << 20) // (8 * d * d))
+    n = int(features.shape[0])
+    for start in range(0, n, rows):
+        chunk = slice(start, min(n, start + rows))
+        gram, reward_sums, counts, theta, gram_inverse = _updated(
+            s.gram.read_value(),  # tensors, not variables: one trace serves every shape
+            s.reward_sums.read_value(),
+            s.counts.read_value(),
+            features[chunk],
+            actions[chunk],
+            rewards[chunk],
+            weights[chunk],
+        )
+        s.gram.assign(gram)
+        s.reward_sums.assign(reward_sums)
+        s.counts.assign(counts)
+    if n:
+        s.theta.assign(theta)
+        s.gram_inverse.assign(gram_inverse)
+    s.train_step.assign_add(1)
+
+
 class LinearPolicy(Policy):
     """Shared update of the linear algorithms: exact sufficient statistics, then a fresh solve."""
 
-    def __init__(self, context_dim: int, num_actions: int, config) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(context_dim, num_actions, config)
+    def __init__(self, context_dim: int, num_actions: int, config, **inputs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(context_dim, num_actions, config, **inputs)
         self.state = LinearState(context_dim, num_actions, config.ridge)
 
-    def update(self, contexts: tf.Tensor, actions: tf.Tensor, rewards: tf.Tensor, weights: tf.Tensor) -> None:
-        s = self.state
-        contexts = tf.convert_to_tensor(contexts, tf.float32)
-        actions = tf.convert_to_tensor(actions, tf.int32)
-        rewards = tf.convert_to_tensor(rewards, tf.float32)
-        weights = tf.convert_to_tensor(weights, tf.float32)
-        # accumulate() holds an [n, d, d] float64 tensor: bound it to about 64 MiB per call.
-        rows = max(256, (64 << 20) // (8 * self.context_dim * self.context_dim))
-        n = int(contexts.shape[0])
-        for start in range(0, n, rows):
-            chunk = slice(start, min(n, start + rows))
-            gram, reward_sums, counts, theta, gram_inverse = _updated(
-                s.gram.read_value(),  # tensors, not variables: one trace serves every shape
-                s.reward_sums.read_value(),
-                s.counts.read_value(),
-                contexts[chunk],
-                actions[chunk],
-                rewards[chunk],
-                weights[chunk],
-            )
-            s.gram.assign(gram)
-            s.reward_sums.assign(reward_sums)
-            s.counts.assign(counts)
-        if n:
-            s.theta.assign(theta)
-            s.gram_inverse.assign(gram_inverse)
-        s.train_step.assign_add(1)
+    def update(
+        self,
+        contexts: tf.Tensor,
+        actions: tf.Tensor,
+        rewards: tf.Tensor,
+        weights: tf.Tensor,
+        action_features: tf.Tensor | None = None,
+    ) -> None:
+        apply_examples(self.state, contexts, actions, rewards, weights)
 
     @classmethod
-    def state_bytes(cls, context_dim: int, num_actions: int, config: Any) -> int:
+    def state_bytes(cls, context_dim: int, num_actions: int, config: Any, action_feature_dim: int = 0) -> int:
         """gram (float64) and gram_inverse (float32): K d x d matrices each, twice in an update."""
         return 2 * 12 * num_actions * context_dim * context_dim
 

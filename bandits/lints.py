@@ -41,18 +41,24 @@ class LinearThompson(LinearPolicy):
     algorithm = "lints"
     Config = LinTSConfig
 
-    def greedy(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> Decision:
+    def greedy(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> Decision:
         mean, _ = self.mean_and_width(context)
         action = linalg.masked_argmax(mean, mask)
         return {"action": action, "propensity": tf.ones_like(mean[:, 0]), "scores": mean}
 
-    def probabilities(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    def probabilities(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> tf.Tensor:
         mean, width = self.mean_and_width(context)
         s, k = self.config.propensity_samples, self.num_actions
         noise = tf.reshape(rng.normal(seed, s * k, _PROPENSITY_STREAM), [-1, s, k])
         return linalg.sampled_argmax_distribution(mean, width, self.config.exploration_scale, mask, noise)
 
-    def collect(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> Decision:
+    def collect(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> Decision:
         mean, width = self.mean_and_width(context)
         scale = self.config.exploration_scale
         k = self.num_actions

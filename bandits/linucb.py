@@ -38,15 +38,21 @@ class LinUCB(LinearPolicy):
         mean, width = self.mean_and_width(context)
         return mean + self.config.alpha * width
 
-    def greedy(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> Decision:
+    def greedy(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> Decision:
         scores = self.ucb_scores(context)
         action = linalg.masked_argmax(scores, mask)
         return {"action": action, "propensity": tf.ones_like(scores[:, 0]), "scores": scores}
 
-    def probabilities(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    def probabilities(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> tf.Tensor:
         return linalg.epsilon_greedy_probabilities(self.ucb_scores(context), mask, self.config.epsilon)
 
-    def collect(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> Decision:
+    def collect(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> Decision:
         scores = self.ucb_scores(context)
         probabilities = linalg.epsilon_greedy_probabilities(scores, mask, self.config.epsilon)
         action = linalg.sample_categorical(probabilities, rng.uniform(seed, 1)[:, 0])

@@ -272,8 +272,8 @@ class NeuralPolicy(Policy):
 
     Config: ClassVar[type] = NeuralConfig
 
-    def __init__(self, context_dim: int, num_actions: int, config: NeuralConfig) -> None:
-        super().__init__(context_dim, num_actions, config)
+    def __init__(self, context_dim: int, num_actions: int, config: NeuralConfig, **inputs: Any) -> None:
+        super().__init__(context_dim, num_actions, config, **inputs)
         self.network = mlp.RewardNetwork(context_dim, num_actions, config.hidden_sizes, config.activation, config.seed)
         self.optimizer = mlp.Adam(self.network.parameters, config.learning_rate)
         self.replay = ReplayBuffer(config.buffer_size, context_dim)
@@ -282,7 +282,14 @@ class NeuralPolicy(Policy):
 
     # -- training --------------------------------------------------------------------------
 
-    def update(self, contexts: tf.Tensor, actions: tf.Tensor, rewards: tf.Tensor, weights: tf.Tensor) -> None:
+    def update(
+        self,
+        contexts: tf.Tensor,
+        actions: tf.Tensor,
+        rewards: tf.Tensor,
+        weights: tf.Tensor,
+        action_features: tf.Tensor | None = None,
+    ) -> None:
         """Appends n examples to the replay buffer and runs every training round they make due.
 
         The examples are cut at multiples of train_every_examples (counted from the first
@@ -313,7 +320,7 @@ class NeuralPolicy(Policy):
         self._graphs.train.get_concrete_function()
 
     @classmethod
-    def state_bytes(cls, context_dim: int, num_actions: int, config: Any) -> int:
+    def state_bytes(cls, context_dim: int, num_actions: int, config: Any, action_feature_dim: int = 0) -> int:
         """Network weights with Adam's two moments (float32), the replay buffer and the counters."""
         sizes = [context_dim, *config.hidden_sizes, num_actions]
         parameters = sum((fan_in + 1) * fan_out for fan_in, fan_out in itertools.pairwise(sizes))
@@ -366,13 +373,19 @@ class NeuralEpsilonGreedy(NeuralPolicy):
         """[batch, K] predicted reward of every action for context [batch, d]."""
         return self.network.predict(tf.convert_to_tensor(context, tf.float32))
 
-    def greedy(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> Decision:
+    def greedy(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> Decision:
         return greedy_decision(self.predicted_rewards(context), mask)
 
-    def collect(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> Decision:
+    def collect(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> Decision:
         return epsilon_greedy_decision(self.predicted_rewards(context), mask, seed, self.config.epsilon)
 
-    def probabilities(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    def probabilities(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> tf.Tensor:
         return linalg.epsilon_greedy_probabilities(self.predicted_rewards(context), mask, self.config.epsilon)
 
 
@@ -398,13 +411,13 @@ class NeuralLinear(NeuralPolicy):
     algorithm = "neural_linear"
     Config = NeuralLinearConfig
 
-    def __init__(self, context_dim: int, num_actions: int, config: NeuralLinearConfig) -> None:
-        super().__init__(context_dim, num_actions, config)
+    def __init__(self, context_dim: int, num_actions: int, config: NeuralLinearConfig, **inputs: Any) -> None:
+        super().__init__(context_dim, num_actions, config, **inputs)
         self.feature_size = self.network.representation_size + 1
         self.last_layer = LinearState(self.feature_size, num_actions, config.ridge)
 
     @classmethod
-    def state_bytes(cls, context_dim: int, num_actions: int, config: Any) -> int:
+    def state_bytes(cls, context_dim: int, num_actions: int, config: Any, action_feature_dim: int = 0) -> int:
         """Adds the last layer (float64 Lambda_k, float32 inverse, twice in an update, as in
         LinearPolicy) and the whole buffer's features while it is recomputed (float32 and float64)."""
         p = config.hidden_sizes[-1] + 1
@@ -420,11 +433,15 @@ class NeuralLinear(NeuralPolicy):
         """[batch, K] posterior mean z.mu_k and width sqrt(z^T Lambda_k^-1 z) for context [batch, d]."""
         return linalg.mean_and_width(self.features(context), self.last_layer.theta, self.last_layer.gram_inverse)
 
-    def greedy(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> Decision:
+    def greedy(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> Decision:
         mean, _ = self.mean_and_width(context)
         return greedy_decision(mean, mask)
 
-    def collect(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> Decision:
+    def collect(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> Decision:
         mean, width = self.mean_and_width(context)
         config = self.config
         if config.mode == "ucb":
@@ -434,7 +451,9 @@ class NeuralLinear(NeuralPolicy):
         propensity = linalg.sampled_argmax_frequency(mean, width, config.noise, mask, self._noise(seed), action)
         return {"action": action, "propensity": propensity, "scores": scores}
 
-    def probabilities(self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    def probabilities(
+        self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
+    ) -> tf.Tensor:
         mean, width = self.mean_and_width(context)
         config = self.config
         if config.mode == "ucb":
