@@ -16,6 +16,16 @@ from exporter.spec import PolicySpec
 logger = logging.getLogger(__name__)
 
 
+Inputs = dict[str, np.ndarray]
+
+
+def _strings(values: np.ndarray | None, empty_shape: tuple[int, ...]) -> tf.Tensor:
+    """A string tensor of packed categorical values (an empty one of ``empty_shape`` when None)."""
+    if values is None:
+        return tf.zeros(empty_shape, tf.string)
+    return tf.constant(np.asarray(values, dtype=object), tf.string)
+
+
 @dataclasses.dataclass(frozen=True)
 class LoadedVersion:
     """One exported version, ready to answer batched decisions (thread-safe, read-only)."""
@@ -26,25 +36,51 @@ class LoadedVersion:
     greedy_model: Any
     collect_model: Any
 
-    def decide(self, greedy: bool, context: np.ndarray, mask: np.ndarray, seed: np.ndarray) -> dict[str, np.ndarray]:
-        """context: [B, d] float32, mask: [B, K] bool, seed: [B] int64 -> action, propensity, scores."""
+    def _inputs(self, context: np.ndarray, mask: np.ndarray, seed: np.ndarray, extra: Inputs) -> dict[str, tf.Tensor]:
+        """The signature's keyword arguments for its layout (savedmodel.INPUTS)."""
+        batch = len(context)
+        values = {
+            "context": tf.constant(context, tf.float32),
+            "seed": tf.constant(seed, tf.int64),
+            "mask": tf.constant(mask, tf.bool),
+            "action_mask": tf.constant(mask, tf.bool),
+            "context_categorical": _strings(extra.get("context_categorical"), (batch, 0)),
+            "action_features": tf.constant(
+                extra["action_features"] if "action_features" in extra else np.zeros((batch, 0, 0)), tf.float32
+            ),
+            "action_categorical": _strings(extra.get("action_categorical"), (batch, mask.shape[1], 0)),
+        }
+        return {name: values[name] for name in savedmodel.INPUTS[self.spec.layout]}
+
+    def decide(
+        self, greedy: bool, context: np.ndarray, mask: np.ndarray, seed: np.ndarray, **extra: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """context: [B, d] float32 (the packed numeric values for named features), mask: [B, K]
+        bool, seed: [B] int64, and for named features / candidate sets ``context_categorical``
+        [B, m], ``action_features`` [B, K, n_a], ``action_categorical`` [B, K, m_a] ->
+        action [B], propensity [B], scores [B, K]."""
         model = self.greedy_model if greedy else self.collect_model
-        out = model.signatures["seeded"](
-            context=tf.constant(context, tf.float32),
-            mask=tf.constant(mask, tf.bool),
-            seed=tf.constant(seed, tf.int64),
-        )
+        out = model.signatures["seeded"](**self._inputs(context, mask, seed, extra))
         return {key: value.numpy() for key, value in out.items()}
 
-    def probabilities(self, greedy: bool, context: np.ndarray, mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    def probabilities(
+        self, greedy: bool, context: np.ndarray, mask: np.ndarray, seed: np.ndarray, **extra: np.ndarray
+    ) -> np.ndarray:
         """[B, K] float32: the signature's probability of every action for each row."""
         model = self.greedy_model if greedy else self.collect_model
-        out = model.signatures["probabilities"](
-            context=tf.constant(context, tf.float32),
-            mask=tf.constant(mask, tf.bool),
-            seed=tf.constant(seed, tf.int64),
-        )
+        out = model.signatures["probabilities"](**self._inputs(context, mask, seed, extra))
         return out["probabilities"].numpy()
+
+    def encode(self, context: np.ndarray, **extra: np.ndarray) -> dict[str, np.ndarray]:
+        """The encoded features the model reads: context_vector [B, d] (and action_vectors
+        [B, K, f] for candidate sets). Plain-vector policies have nothing to encode."""
+        if self.spec.layout == "vector":
+            return {"context_vector": np.asarray(context, np.float32)}
+        mask = np.ones((len(context), extra["action_features"].shape[1] if "action_features" in extra else 0), bool)
+        inputs = self._inputs(context, mask, np.zeros(len(context), np.int64), extra)
+        wanted = [n for n in savedmodel.INPUTS[self.spec.layout] if n not in ("seed", "mask", "action_mask")]
+        out = self.collect_model.signatures["encode"](**{name: inputs[name] for name in wanted})
+        return {key: value.numpy() for key, value in out.items()}
 
 
 def load(store: Path, name: str, version: int, verify: bool = True) -> LoadedVersion:

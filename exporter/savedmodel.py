@@ -4,15 +4,25 @@
     <store>/<policy>/<version>/greedy/saved_model.pb, variables/
     <store>/<policy>/<version>/collect/saved_model.pb, variables/
 
-Each SavedModel has three signatures over the same variables:
+A policy over a fixed set of K actions with a plain context vector ("vector" layout) has
+these signatures over the same variables:
     serving_default(context [B, d] float32, mask [B, K] bool)
     context_only(context [B, d] float32)                      -- every action allowed
     seeded(context, mask, seed [B] int64)                      -- reproducible randomness
 all returning action [B] int32, propensity [B] float32, scores [B, K] float32, and
     probabilities(context, mask, seed) -> probabilities [B, K] float32
 the signature's whole action distribution (for off-policy evaluation).
-Later input kinds (candidate sets with per-action features) are new signatures beside
-these, so existing callers keep working.
+
+Policies with named features or candidate sets take their inputs packed (bandits.features):
+the numeric values as ``context`` [B, n] float32 and the categorical ones as
+``context_categorical`` [B, m] string, both in schema order and before any normalisation;
+the graph encodes them. Candidate sets add ``action_features`` [B, K, n_a] float32,
+``action_categorical`` [B, K, m_a] string and ``action_mask`` [B, K] bool with K dynamic
+(any count from 1 to the policy's maximum; padding is masked out). Their signatures are
+serving_default (no seed), seeded, probabilities (as above) and
+    encode(...) -> context_vector [B, d], action_vectors [B, K, f]
+the encoded features the model reads (what the trainer learns from). ``INPUTS`` lists each
+layout's inputs; the manifest records the layout.
 
 A version is written into a temporary folder and renamed into place, so a reader never
 sees half a version, and an existing version is never overwritten.
@@ -42,6 +52,7 @@ VARIANTS = ("greedy", "collect")
 MANIFEST = "manifest.json"
 FORMAT = 1
 SIGNATURE_NAMES = ("serving_default", "context_only", "seeded", "probabilities")
+PREPROCESSED_SIGNATURE_NAMES = ("serving_default", "seeded", "probabilities", "encode")
 
 
 class ExportError(Exception):
@@ -68,6 +79,92 @@ def _random_seeds(context: tf.Tensor) -> tf.Tensor:
     """One fresh seed per row for callers that do not pass their own."""
     batch = tf.shape(context)[:1]
     return tf.random.uniform(batch, minval=0, maxval=tf.int64.max, dtype=tf.int64)
+
+
+INPUTS = {
+    "vector": ("context", "mask", "seed"),
+    "named": ("context", "context_categorical", "mask", "seed"),
+    "candidates": ("context", "context_categorical", "action_features", "action_categorical", "action_mask", "seed"),
+}
+"""The inputs of the seeded and probabilities signatures of each layout (serving_default: without seed)."""
+
+
+def _input_specs(spec: PolicySpec) -> dict[str, tf.TensorSpec]:
+    context = spec.context_schema
+    specs = {
+        "context": tf.TensorSpec([None, context.numeric_width], tf.float32, name="context"),
+        "context_categorical": tf.TensorSpec([None, context.categorical_width], tf.string, name="context_categorical"),
+        "mask": tf.TensorSpec([None, spec.num_actions], tf.bool, name="mask"),
+        "seed": tf.TensorSpec([None], tf.int64, name="seed"),
+    }
+    actions = spec.action_schema
+    if actions is not None:
+        specs |= {
+            "action_features": tf.TensorSpec([None, None, actions.numeric_width], tf.float32, name="action_features"),
+            "action_categorical": tf.TensorSpec(
+                [None, None, actions.categorical_width], tf.string, name="action_categorical"
+            ),
+            "action_mask": tf.TensorSpec([None, None], tf.bool, name="action_mask"),
+        }
+    return {name: specs[name] for name in INPUTS[spec.layout]}
+
+
+def _describe(spec: tf.TensorSpec) -> list[str | int]:
+    """A signature input's shape and dtype for the manifest: ["batch", ("K",) width, dtype]."""
+    dims: list[str | int] = ["batch"] + ["K" if d is None else int(d) for d in spec.shape[1:]]
+    return [*dims, spec.dtype.name]
+
+
+def _preprocessed_signatures(
+    policy: bandits.Policy, variant: str, spec: PolicySpec
+) -> dict[str, Callable[..., dict[str, tf.Tensor]]]:
+    """Signatures that encode packed named features / candidate sets, then choose."""
+    choose = getattr(policy, variant)
+    distribution = policy.greedy_probabilities if variant == "greedy" else policy.probabilities
+    inputs = _input_specs(spec)
+    names = list(inputs)
+    mask_name = "action_mask" if spec.takes_candidates else "mask"
+
+    def call(function: Callable[..., Any], values: dict[str, tf.Tensor]) -> Any:
+        context, actions = policy.preprocessing.encode(
+            values["context"],
+            values["context_categorical"],
+            values.get("action_features"),
+            values.get("action_categorical"),
+        )
+        if actions is None:
+            return function(context, values[mask_name], values["seed"])
+        return function(context, values[mask_name], values["seed"], actions)
+
+    def seeded(**values: tf.Tensor) -> dict[str, tf.Tensor]:
+        return call(choose, values)
+
+    def serving_default(**values: tf.Tensor) -> dict[str, tf.Tensor]:
+        return call(choose, values | {"seed": _random_seeds(values["context"])})
+
+    def probabilities(**values: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"probabilities": call(distribution, values)}
+
+    def encode(**values: tf.Tensor) -> dict[str, tf.Tensor]:
+        context, actions = policy.preprocessing.encode(
+            values["context"],
+            values["context_categorical"],
+            values.get("action_features"),
+            values.get("action_categorical"),
+        )
+        return {"context_vector": context} | ({} if actions is None else {"action_vectors": actions})
+
+    def traced(function: Callable[..., dict[str, tf.Tensor]], keys: list[str]) -> Any:
+        return tf.function(function).get_concrete_function(**{k: inputs[k] for k in keys})
+
+    without_seed = [k for k in names if k != "seed"]
+    encode_keys = [k for k in names if k not in ("seed", "mask", "action_mask")]
+    return {
+        "serving_default": traced(serving_default, without_seed),
+        "seeded": traced(seeded, names),
+        "probabilities": traced(probabilities, names),
+        "encode": traced(encode, encode_keys),
+    }
 
 
 def _signatures(
@@ -174,9 +271,12 @@ def export(policy: bandits.Policy, spec: PolicySpec, store: Path, version: int |
 
     def fill(staging: Path) -> None:
         for variant in VARIANTS:
-            choose = getattr(policy, variant)
-            distribution = policy.greedy_probabilities if variant == "greedy" else policy.probabilities
-            signatures = _signatures(choose, distribution, spec.context_dim, spec.num_actions)
+            if spec.layout == "vector":
+                choose = getattr(policy, variant)
+                distribution = policy.greedy_probabilities if variant == "greedy" else policy.probabilities
+                signatures = _signatures(choose, distribution, spec.context_dim, spec.num_actions)
+            else:
+                signatures = _preprocessed_signatures(policy, variant, spec)
             tf.saved_model.save(policy, str(staging / variant), signatures=signatures)
         manifest = {
             "format": FORMAT,
@@ -185,17 +285,14 @@ def export(policy: bandits.Policy, spec: PolicySpec, store: Path, version: int |
             "algorithm": spec.algorithm,
             "spec": spec.to_dict(),
             "signatures": {
-                "inputs": {
-                    "context": ["batch", spec.context_dim, "float32"],
-                    "mask": ["batch", spec.num_actions, "bool"],
-                    "seed": ["batch", "int64"],
-                },
+                "layout": spec.layout,
+                "inputs": {name: _describe(shape) for name, shape in _input_specs(spec).items()},
                 "outputs": {
                     "action": ["batch", "int32"],
                     "propensity": ["batch", "float32"],
-                    "scores": ["batch", spec.num_actions, "float32"],
+                    "scores": ["batch", "K", "float32"],
                 },
-                "names": list(SIGNATURE_NAMES),
+                "names": list(SIGNATURE_NAMES) if spec.layout == "vector" else list(PREPROCESSED_SIGNATURE_NAMES),
             },
             "train_step": int(policy.state.train_step.numpy()) if hasattr(policy, "state") else 0,
             "created_at": datetime.datetime.now(datetime.UTC).isoformat(),

@@ -7,10 +7,12 @@ service (to validate requests) and by the trainer (to join rewards).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Any, Literal
 
 import bandits
+from bandits.features import FeatureSchema, Preprocessing
 
 NAME_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
 Aggregation = Literal["earliest", "sum"]
@@ -52,9 +54,45 @@ class PolicySpec:
     shadow_of: str | None = None
     """A served policy this one shadows: it scores that policy's every decision (logged, never
     served) and learns from that policy's log with importance weights."""
+    features: list[dict[str, Any]] | None = None
+    """The context's feature schema (bandits.features), or None for a plain vector of
+    context_dim numbers. With a schema, context_dim is the encoded width."""
+    action_feature_dim: int = 0
+    """0: a fixed set of num_actions actions. Otherwise every /act brings its candidates, each
+    with features encoded to this width, and num_actions is the most candidates per call."""
+    action_features: list[dict[str, Any]] | None = None
+    """The candidates' feature schema, or None for plain vectors of action_feature_dim numbers."""
+
+    @property
+    def takes_candidates(self) -> bool:
+        return self.action_feature_dim > 0
+
+    @functools.cached_property
+    def context_schema(self) -> FeatureSchema:
+        if self.features is None:
+            return FeatureSchema.vector(self.context_dim)
+        return FeatureSchema.parse(self.features, "features")
+
+    @functools.cached_property
+    def action_schema(self) -> FeatureSchema | None:
+        if not self.takes_candidates:
+            return None
+        if self.action_features is None:
+            return FeatureSchema.vector(self.action_feature_dim)
+        return FeatureSchema.parse(self.action_features, "action_features")
+
+    @property
+    def layout(self) -> Literal["vector", "named", "candidates"]:
+        """The exported signatures' inputs (exporter.savedmodel.INPUTS)."""
+        if self.takes_candidates:
+            return "candidates"
+        return "named" if self.features is not None else "vector"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} | {
+            "reward": dataclasses.asdict(self.reward),
+            "training": dataclasses.asdict(self.training),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PolicySpec:
@@ -64,8 +102,15 @@ class PolicySpec:
         return cls(**fields)
 
     def build_policy(self) -> bandits.Policy:
-        """A fresh, untrained policy object for this spec."""
-        return bandits.build(self.algorithm, self.context_dim, self.num_actions, self.hyperparameters)
+        """A fresh, untrained policy object for this spec (its preprocessing included)."""
+        return bandits.build(
+            self.algorithm,
+            self.context_dim,
+            self.num_actions,
+            self.hyperparameters,
+            self.action_feature_dim,
+            Preprocessing(self.context_schema, self.action_schema),
+        )
 
 
 def resolve(
@@ -77,14 +122,36 @@ def resolve(
     reward: RewardConfig,
     training: TrainingConfig | None = None,
     shadow_of: str | None = None,
+    features: list[dict[str, Any]] | None = None,
+    action_feature_dim: int = 0,
+    action_features: list[dict[str, Any]] | None = None,
 ) -> PolicySpec:
     """Validates a policy definition and fills in the algorithm's defaults.
 
-    Raises KeyError for an unknown algorithm and bandits.InvalidHyperparameter for a bad
-    hyperparameter.
+    With a feature schema (``features``, ``action_features``) the encoded widths replace
+    ``context_dim`` and ``action_feature_dim``; a policy with either candidate argument takes
+    candidate sets of at most ``num_actions``. Raises KeyError for an unknown algorithm (or
+    one without a candidate-set form), bandits.InvalidHyperparameter for a bad hyperparameter
+    and bandits.FeatureError for a bad schema.
     """
-    policy_type = bandits.ALGORITHMS[algorithm]
+    if features is not None:
+        context_dim = FeatureSchema.parse(features, "features").width
+    if action_features is not None:
+        action_feature_dim = FeatureSchema.parse(action_features, "action_features").width
+    policy_type = bandits.policy_type(algorithm, action_feature_dim > 0)
     config = bandits.config_from_dict(policy_type.Config, hyperparameters)
     hyperparameters = dataclasses.asdict(config)
     training = training or TrainingConfig()
-    return PolicySpec(name, algorithm, context_dim, num_actions, hyperparameters, reward, training, shadow_of)
+    return PolicySpec(
+        name,
+        algorithm,
+        context_dim,
+        num_actions,
+        hyperparameters,
+        reward,
+        training,
+        shadow_of,
+        features,
+        action_feature_dim,
+        action_features,
+    )
