@@ -140,6 +140,25 @@ class Policy(tf.Module, abc.ABC):
         """Read-only training counters for observability (GET /policies/{name}); none by default."""
         return {}
 
+    def learn(
+        self,
+        contexts: Any,
+        actions: Any,
+        rewards: Any,
+        weights: Any,
+        context_categorical: Any = None,
+        action_features: Any = None,
+        action_categorical: Any = None,
+    ) -> None:
+        """Trains on n examples as logged (packed, bandits.features): encodes them with the
+        current preprocessing, updates, then adds their numeric values to the normalisation
+        statistics. contexts: [n, n_numeric]; action_features: [n, n_a] the chosen candidates'."""
+        context, candidates = self.preprocessing.encode(
+            contexts, context_categorical, action_features, action_categorical
+        )
+        self.update(context, actions, rewards, weights, candidates)
+        self.preprocessing.observe(contexts, action_features)
+
     @abc.abstractmethod
     def update(
         self,

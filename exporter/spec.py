@@ -42,6 +42,20 @@ class TrainingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PackedWidths:
+    """Widths of a policy's packed inputs, as logged (bandits.features.FeatureSchema.pack)."""
+
+    context: int
+    """Numeric context values (a plain vector: its length)."""
+    context_categorical: int = 0
+    action: int = 0
+    """Numeric values per candidate (0: a fixed set of actions)."""
+    action_categorical: int = 0
+    named_context: bool = False
+    candidates: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class PolicySpec:
     name: str
     algorithm: str
@@ -82,11 +96,29 @@ class PolicySpec:
         return FeatureSchema.parse(self.action_features, "action_features")
 
     @property
+    def packed_widths(self) -> PackedWidths:
+        context, actions = self.context_schema, self.action_schema
+        return PackedWidths(
+            context.numeric_width,
+            context.categorical_width,
+            0 if actions is None else actions.numeric_width,
+            0 if actions is None else actions.categorical_width,
+            named_context=context.named,
+            candidates=actions is not None,
+        )
+
+    @property
     def layout(self) -> Literal["vector", "named", "candidates"]:
         """The exported signatures' inputs (exporter.savedmodel.INPUTS)."""
         if self.takes_candidates:
             return "candidates"
         return "named" if self.features is not None else "vector"
+
+    def inputs(self) -> tuple[Any, ...]:
+        """Everything that fixes what the model reads and scores: two specs with equal inputs
+        can serve the same requests and learn from the same log (shadows, experiments,
+        rollbacks, promotions)."""
+        return (self.context_dim, self.num_actions, self.features, self.action_feature_dim, self.action_features)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} | {
@@ -139,6 +171,8 @@ def resolve(
     if action_features is not None:
         action_feature_dim = FeatureSchema.parse(action_features, "action_features").width
     policy_type = bandits.policy_type(algorithm, action_feature_dim > 0)
+    if policy_type.sequential and features is not None and FeatureSchema.parse(features, "features").categorical:
+        raise bandits.FeatureError("features", f"{algorithm} takes numeric features only")
     config = bandits.config_from_dict(policy_type.Config, hyperparameters)
     hyperparameters = dataclasses.asdict(config)
     training = training or TrainingConfig()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 import time
@@ -16,6 +17,8 @@ import numpy as np
 import orjson
 
 import bandits
+from bandits.features import FeatureError, FeatureSchema
+from exporter.spec import PolicySpec
 from service.batcher import MicroBatcher
 from service.errors import Conflict, InvalidInput, ServiceError, Unavailable
 from service.experiments import ExperimentRouter
@@ -40,40 +43,144 @@ def seed_for(event_id: str) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """One validated /act request waiting in a batch."""
+    """One validated /act request waiting in a batch, its inputs packed (bandits.features)."""
 
     event_id: str
-    context: np.ndarray  # [d] float32
-    mask: np.ndarray | None  # [K] bool
+    context: np.ndarray  # [n] float32: the vector, or the named numeric values in schema order
+    mask: np.ndarray | None  # [K] bool (candidate sets: always set, False where excluded)
     greedy: bool
     unit_id: str | None
     experiment: str | None = None
     variant: str | None = None
     variant_probability: float = 1.0
     session_id: str | None = None
+    context_categorical: list[str] | None = None
+    """Named contexts: the categorical values in schema order."""
+    candidate_ids: list[str] | None = None
+    """Candidate sets: the ids, in request order."""
+    action_features: np.ndarray | None = None  # [K, n_a] float32
+    action_categorical: list[list[str]] | None = None  # [K][m_a]
 
 
-def validate_inputs(
-    spec_context_dim: int, spec_num_actions: int, request: ActRequest
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Checks the request against the policy's specs; returns context [d] float32 and mask [K] bool."""
-    if len(request.context) != spec_context_dim:
+def _features(schema: FeatureSchema, values: list[float] | dict[str, Any], field: str) -> tuple[list[float], list[str]]:
+    """Packs a vector or named values under a schema; FeatureError becomes a 422 naming the field."""
+    try:
+        if isinstance(values, dict):
+            if not schema.named:
+                raise FeatureError(field, f"expected a vector of {schema.dim} numbers, got named features")
+            return schema.pack(values, field)
+        return schema.pack_vector(values, field)
+    except FeatureError as error:
+        raise InvalidInput(str(error), error.field) from error
+
+
+def validate_inputs(spec: PolicySpec, request: ActRequest) -> dict[str, Any]:
+    """Checks the request against the policy's inputs; returns Row's input fields, packed."""
+    name = request.policy or spec.name
+    context, categorical = _features(spec.context_schema, request.context, "context")
+    fields: dict[str, Any] = {
+        "context": np.asarray(context, dtype=np.float32),
+        "context_categorical": categorical if spec.context_schema.named else None,
+    }
+    if spec.takes_candidates:
+        fields |= _candidates(spec, request, name)
+        return fields
+    if request.actions is not None:
         raise InvalidInput(
-            f"context: expected {spec_context_dim} values for policy {request.policy!r}, got {len(request.context)}",
-            "context",
+            f"actions: policy {name!r} has a fixed set of {spec.num_actions} actions; it takes no candidates", "actions"
         )
-    context = np.asarray(request.context, dtype=np.float32)
     mask = None
     if request.mask is not None:
-        if len(request.mask) != spec_num_actions:
+        if len(request.mask) != spec.num_actions:
             raise InvalidInput(
-                f"mask: expected {spec_num_actions} values for policy {request.policy!r}, got {len(request.mask)}",
-                "mask",
+                f"mask: expected {spec.num_actions} values for policy {name!r}, got {len(request.mask)}", "mask"
             )
         mask = np.asarray(request.mask, dtype=bool)
         if not mask.any():
             raise InvalidInput("mask: allows no action; at least one value must be true", "mask")
-    return context, mask
+    if request.excluded:
+        for value in request.excluded:
+            if not (isinstance(value, int) and 0 <= value < spec.num_actions):
+                raise InvalidInput(
+                    f"excluded: {value!r} is not an action index of policy {name!r} (0 to {spec.num_actions - 1})",
+                    "excluded",
+                )
+        mask = np.ones(spec.num_actions, bool) if mask is None else mask.copy()
+        mask[list(request.excluded)] = False
+        if not mask.any():
+            raise InvalidInput("excluded: excludes every allowed action; at least one must remain", "excluded")
+    fields["mask"] = mask
+    return fields
+
+
+def _candidates(spec: PolicySpec, request: ActRequest, name: str) -> dict[str, Any]:
+    schema = spec.action_schema
+    assert schema is not None
+    if request.actions is None:
+        raise InvalidInput(
+            f"actions: policy {name!r} chooses among per-request candidates; give 1 to {spec.num_actions} actions",
+            "actions",
+        )
+    if len(request.actions) > spec.num_actions:
+        raise InvalidInput(
+            f"actions: {len(request.actions)} candidates, policy {name!r} takes at most {spec.num_actions}", "actions"
+        )
+    if request.mask is not None:
+        raise InvalidInput("mask: candidate sets name the candidates to leave out in excluded", "mask")
+    ids: list[str] = []
+    numeric: list[list[float]] = []
+    categorical: list[list[str]] = []
+    seen: set[str] = set()
+    for i, candidate in enumerate(request.actions):
+        if candidate.id in seen:
+            raise InvalidInput(f"actions[{i}].id: {candidate.id!r} appears twice", f"actions[{i}].id")
+        seen.add(candidate.id)
+        ids.append(candidate.id)
+        values, strings = _features(schema, candidate.features, f"actions[{i}].features")
+        numeric.append(values)
+        categorical.append(strings)
+    mask = np.ones(len(ids), bool)
+    for value in request.excluded or ():
+        if not isinstance(value, str) or value not in seen:
+            raise InvalidInput(f"excluded: {value!r} is not the id of one of the actions", "excluded")
+        mask[ids.index(value)] = False
+    if not mask.any():
+        raise InvalidInput("excluded: excludes every candidate; at least one must remain", "excluded")
+    return {
+        "mask": mask,
+        "candidate_ids": ids,
+        "action_features": np.asarray(numeric, np.float32).reshape(len(ids), schema.numeric_width),
+        "action_categorical": categorical if schema.named else None,
+    }
+
+
+def batch_inputs(spec: PolicySpec, rows: list[Row]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The rows as one SavedModel call: context [B, n], mask [B, K] and the layout's other inputs.
+
+    Candidate sets are padded to the batch's largest K (padding masked out)."""
+    context = np.stack([row.context for row in rows])
+    extra: dict[str, np.ndarray] = {}
+    if spec.context_schema.named:
+        width = spec.context_schema.categorical_width
+        extra["context_categorical"] = np.array([row.context_categorical for row in rows], object).reshape(-1, width)
+    if not spec.takes_candidates:
+        all_allowed = np.ones(spec.num_actions, bool)
+        mask = np.stack([m if (m := row.mask) is not None else all_allowed for row in rows])
+        return context, mask, extra
+    schema = spec.action_schema
+    assert schema is not None
+    k = max(len(row.candidate_ids or ()) for row in rows)
+    mask = np.zeros((len(rows), k), bool)
+    features = np.zeros((len(rows), k, schema.numeric_width), np.float32)
+    categorical = np.full((len(rows), k, schema.categorical_width), "", object)
+    for i, row in enumerate(rows):
+        assert row.mask is not None and row.action_features is not None
+        size = len(row.mask)
+        mask[i, :size] = row.mask
+        features[i, :size] = row.action_features
+        if row.action_categorical is not None:
+            categorical[i, :size] = np.array(row.action_categorical, object).reshape(size, -1)
+    return context, mask, extra | {"action_features": features, "action_categorical": categorical}
 
 
 class Decider:
@@ -121,13 +228,19 @@ class Decider:
             assert request.policy is not None
             policy = request.policy
         served = await self.registry.get(policy)
-        context, mask = validate_inputs(served.spec.context_dim, served.spec.num_actions, request)
+        inputs = validate_inputs(served.spec, request)
         if request.session_id is None and bandits.ALGORITHMS[served.spec.algorithm].sequential:
             raise InvalidInput(
                 f"session_id: policy {policy!r} ({served.spec.algorithm}) learns from episodes; give a session_id",
                 "session_id",
             )
-        row = Row(event_id, context, mask, request.greedy, request.unit_id, session_id=request.session_id)
+        row = Row(
+            event_id=event_id,
+            greedy=request.greedy,
+            unit_id=request.unit_id,
+            session_id=request.session_id,
+            **inputs,
+        )
         if assignment is not None:
             row = dataclasses.replace(
                 row,
@@ -174,11 +287,10 @@ class Decider:
                 index = [i for i, row in enumerate(rows) if row.greedy is greedy]
                 if not index:
                     continue
-                context = np.stack([rows[i].context for i in index])
-                all_allowed = np.ones(spec.num_actions, bool)
-                mask = np.stack([m if (m := rows[i].mask) is not None else all_allowed for i in index])
+                context, mask, extra = batch_inputs(spec, [rows[i] for i in index])
                 seed = np.array([seed_for(rows[i].event_id) for i in index], dtype=np.int64)
-                out = await loop.run_in_executor(self._executor, slot.model.decide, greedy, context, mask, seed)
+                decide = functools.partial(slot.model.decide, greedy, context, mask, seed, **extra)
+                out = await loop.run_in_executor(self._executor, decide)
                 self.metrics.model_calls.labels(name, "greedy" if greedy else "collect").inc()
                 for j, i in enumerate(index):
                     decided[i] = {key: value[j] for key, value in out.items()}
@@ -195,9 +307,7 @@ class Decider:
         shadows = self.registry.shadows_of(served.spec.name)
         if not shadows:
             return [None] * len(rows)
-        context = np.stack([row.context for row in rows])
-        all_allowed = np.ones(served.spec.num_actions, bool)
-        mask = np.stack([m if (m := row.mask) is not None else all_allowed for row in rows])
+        context, mask, extra = batch_inputs(served.spec, rows)
         seed = np.array([seed_for(row.event_id) for row in rows], dtype=np.int64)
         served_actions = np.array([int(d["action"]) for d in decided if d is not None])
         loop = asyncio.get_running_loop()
@@ -206,8 +316,10 @@ class Decider:
             slot = shadow.slot
             slot.users += 1
             try:
-                out = await loop.run_in_executor(self._executor, slot.model.decide, False, context, mask, seed)
-                probs = await loop.run_in_executor(self._executor, slot.model.probabilities, False, context, mask, seed)
+                decide = functools.partial(slot.model.decide, False, context, mask, seed, **extra)
+                distribution = functools.partial(slot.model.probabilities, False, context, mask, seed, **extra)
+                out = await loop.run_in_executor(self._executor, decide)
+                probs = await loop.run_in_executor(self._executor, distribution)
             finally:
                 slot.users -= 1
             for i, row_shadows in enumerate(per_row):
@@ -235,14 +347,13 @@ class Decider:
         for row, decision, shadow in zip(rows, decided, shadows, strict=True):
             assert decision is not None
             out = decision
-            body = {
-                "event_id": row.event_id,
-                "action": int(out["action"]),
-                "propensity": out["propensity"],
-                "policy": name,
-                "version": served.version,
-                "scores": out["scores"],
-            }
+            index = int(out["action"])
+            body: dict[str, Any] = {"event_id": row.event_id, "action": index}
+            scores = out["scores"]
+            if row.candidate_ids is not None:
+                scores = scores[: len(row.candidate_ids)]
+                body = {"event_id": row.event_id, "action": row.candidate_ids[index], "action_index": index}
+            body |= {"propensity": out["propensity"], "policy": name, "version": served.version, "scores": scores}
             if row.experiment is not None:
                 body["propensity"] = np.float32(row.variant_probability * float(out["propensity"]))
                 body["experiment"] = row.experiment
@@ -257,9 +368,9 @@ class Decider:
                     version=served.version,
                     context=row.context.tolist(),
                     mask=None if row.mask is None else row.mask.tolist(),
-                    action=int(out["action"]),
+                    action=index,
                     propensity=float(out["propensity"]),
-                    scores=out["scores"].tolist(),
+                    scores=scores.tolist(),
                     greedy=row.greedy,
                     unit_id=row.unit_id,
                     seed=seed_for(row.event_id),
@@ -268,6 +379,10 @@ class Decider:
                     variant_probability=row.variant_probability,
                     shadows=shadow,
                     session_id=row.session_id,
+                    context_categorical=row.context_categorical,
+                    candidates=row.candidate_ids,
+                    action_features=None if row.action_features is None else row.action_features.tolist(),
+                    action_categorical=row.action_categorical,
                 )
             )
         earlier = await self._log(records, responses, spec.reward.wait_seconds)

@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.schemas import UNION_TAGS
+
 logger = logging.getLogger(__name__)
 
 
@@ -89,7 +91,7 @@ def error_response(error: ServiceError) -> JSONResponse:
 
 
 def _location(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    parts = [str(p) for p in loc if p not in ("body", "query", "path") and p not in UNION_TAGS]
     return ".".join(parts) or "body"
 
 

@@ -80,7 +80,7 @@ def _report_rows(
 ) -> dict[str, Any]:
     """One policy's decisions of this experiment, joined with their rewards like the trainer does
     (decisions still inside their reward window without a reward are left out)."""
-    join = RewardJoin(spec.reward, spec.context_dim, grace_seconds=0.0)
+    join = RewardJoin(spec.reward, spec.packed_widths, grace_seconds=0.0)
     meta: dict[str, DecisionRecord] = {}
     for _, fields in decisions:
         record = DecisionRecord.from_fields(fields)

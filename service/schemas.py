@@ -9,10 +9,12 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     StrictBool,
     StrictFloat,
     StrictInt,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -110,6 +112,35 @@ def _check_float32(values: list[float]) -> list[float]:
     return values
 
 
+FeatureValue = Annotated[StrictFloat, Field(allow_inf_nan=False)] | StrictInt | Annotated[str, Field(max_length=256)]
+NamedFeatures = Annotated[dict[Annotated[str, Field(max_length=64)], FeatureValue], Field(min_length=0, max_length=256)]
+CandidateId = Annotated[str, Field(min_length=1, max_length=128)]
+UNION_TAGS = ("<vector>", "<named>")
+"""Tags of the vector-or-named unions; error locations leave them out (a feature name cannot
+start with "<"), so a bad value is named "context.0" or "context.age"."""
+
+
+def _vector_or_named(max_length: int, min_length: int) -> Any:
+    """A field that is either a vector of finite numbers or named feature values."""
+    return Annotated[
+        Annotated[list[Finite], Field(min_length=min_length, max_length=max_length), Tag(UNION_TAGS[0])]
+        | Annotated[NamedFeatures, Tag(UNION_TAGS[1])],
+        Discriminator(lambda v: UNION_TAGS[1] if isinstance(v, dict) else UNION_TAGS[0]),
+    ]
+
+
+class Candidate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: CandidateId
+    """The candidate's id (an item, an article); the response's ``action`` when it is chosen."""
+    features: _vector_or_named(MAX_VECTOR, 0)  # type: ignore[valid-type]
+    """Its features: a vector of the policy's action_feature_dim numbers, or {name: value}
+    under the policy's action_features schema."""
+
+    _float32 = field_validator("features")(lambda v: _check_float32(v) if isinstance(v, list) else v)
+
+
 class ActRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -129,10 +160,18 @@ class ActRequest(BaseModel):
     """The policy to decide with; give this or ``experiment``."""
     experiment: PolicyName | None = None
     """An experiment that picks the variant (and so the policy) for this call."""
-    context: Annotated[list[Finite], Field(min_length=1, max_length=MAX_VECTOR)]
-    """The context vector; its length must equal the policy's context_dim."""
+    context: _vector_or_named(MAX_VECTOR, 1)  # type: ignore[valid-type]
+    """The context: a vector of the policy's context_dim numbers, or {name: value} for a policy
+    with a feature schema (missing optional features take their declared defaults)."""
+    actions: Annotated[list[Candidate], Field(min_length=1, max_length=MAX_VECTOR)] | None = None
+    """The candidates to choose from, for a policy that takes candidate sets (1 to its
+    max_candidates); the response's ``action`` is then the chosen candidate's id."""
+    excluded: Annotated[list[CandidateId | StrictInt], Field(max_length=MAX_VECTOR)] | None = None
+    """Actions not allowed in this call: candidate ids, or action indices for a policy with a
+    fixed set of actions. At least one action must remain."""
     mask: Annotated[list[StrictBool], Field(min_length=1, max_length=MAX_VECTOR)] | None = None
-    """Allowed actions (true = allowed); length num_actions; at least one true. Default: all."""
+    """Allowed actions (true = allowed); length num_actions; at least one true. Default: all.
+    Fixed sets of actions only (candidate sets use ``excluded``)."""
     unit_id: Annotated[str, Field(max_length=256)] | None = None
     """The user or unit the decision is for (logged; used by experiments)."""
     event_id: EventId | None = None
@@ -142,7 +181,7 @@ class ActRequest(BaseModel):
     greedy: StrictBool = False
     """Serve the greedy (exploit-only) policy instead of the exploring collect policy."""
 
-    _float32 = field_validator("context")(_check_float32)
+    _float32 = field_validator("context")(lambda v: _check_float32(v) if isinstance(v, list) else v)
 
     @model_validator(mode="after")
     def _one_target(self) -> ActRequest:
@@ -168,8 +207,10 @@ class ActResponse(BaseModel):
     )
 
     event_id: str
-    action: int
-    """Index of the chosen action."""
+    action: int | str
+    """Index of the chosen action, or for a candidate set the chosen candidate's id."""
+    action_index: int | None = None
+    """Candidate sets: the chosen candidate's position in the request's ``actions``."""
     propensity: float
     """Probability with which this action was chosen for this context: the policy's action
     probability, times the variant's probability when an experiment routed the call."""
@@ -177,7 +218,8 @@ class ActResponse(BaseModel):
     version: str
     """'<export>.<checkpoint>': exactly the variables that produced this decision."""
     scores: list[float]
-    """The policy's score of every action (UCB, posterior mean or sampled score)."""
+    """The policy's score of every action or candidate, in request order (UCB, posterior mean
+    or sampled score)."""
     experiment: str | None = None
     variant: str | None = None
     variant_probability: float | None = None
@@ -272,8 +314,20 @@ class PolicyCreate(BaseModel):
     name: PolicyName
     algorithm: str
     """One of the registered algorithms: "linucb" or "lints"."""
-    context_dim: Annotated[StrictInt, Field(ge=1, le=MAX_VECTOR)]
-    num_actions: Annotated[StrictInt, Field(ge=2, le=MAX_VECTOR)]
+    context_dim: Annotated[StrictInt, Field(ge=1, le=MAX_VECTOR)] | None = None
+    """Length of the context vector; give this or ``features``."""
+    features: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=256)] | None = None
+    """A feature schema for named contexts (README, "Named features"): a list of
+    {name, type: numeric, default?, normalize?} and {name, type: categorical, default?,
+    vocabulary | hash_buckets}."""
+    num_actions: Annotated[StrictInt, Field(ge=2, le=MAX_VECTOR)] | None = None
+    """A fixed set of actions 0..num_actions-1; give this, or candidate features below."""
+    action_feature_dim: Annotated[StrictInt, Field(ge=1, le=MAX_VECTOR)] | None = None
+    """Candidate sets: every /act brings its candidates, each with a vector of this many features."""
+    action_features: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=256)] | None = None
+    """Candidate sets with named candidate features: their schema (as ``features``)."""
+    max_candidates: Annotated[StrictInt, Field(ge=1, le=MAX_VECTOR)] | None = None
+    """Candidate sets: the most candidates per /act (default BANDIT_MAX_CANDIDATES, 256)."""
     hyperparameters: dict[str, Finite | StrictInt | HyperText | HyperList] = {}
     """Algorithm hyperparameters (README, "Algorithms"): e.g. linucb {alpha, ridge}; neural_linear
     {hidden_sizes: [64, 64], activation: "relu", mode: "ts", ...}; dqn {discount, ...}."""
@@ -317,7 +371,13 @@ class PolicyInfo(BaseModel):
     name: str
     algorithm: str
     context_dim: int
+    """Width of the encoded context the model reads."""
     num_actions: int
+    """K, or for candidate sets the most candidates per call."""
+    features: list[dict[str, Any]] | None = None
+    action_feature_dim: int = 0
+    """0 for a fixed set of actions; else the encoded width of a candidate's features."""
+    action_features: list[dict[str, Any]] | None = None
     hyperparameters: dict[str, Any]
     reward: dict[str, Any]
     training: dict[str, Any]

@@ -51,6 +51,8 @@ class Settings(CommonSettings):
     """Largest context_dim a policy may declare (at most 4096)."""
     max_actions: int = 1024
     """Largest num_actions a policy may declare (at most 4096)."""
+    max_candidates: int = 256
+    """Candidate sets: the default and the largest max_candidates a policy may declare (at most 4096)."""
     max_model_bytes: int = 1 << 30
     """Largest model state a policy may need (estimated from its shape before it is built; 422 beyond)."""
     spool_dir: Path | None = None

@@ -84,6 +84,16 @@ class DecisionRecord:
     session_id: str | None = None
     """The episode this decision is a step of (sequential policies: consecutive decisions of
     a session become transitions)."""
+    context_categorical: list[str] | None = None
+    """Named contexts: the categorical values in schema order (``context`` holds the numeric
+    ones, before normalisation)."""
+    candidates: list[str] | None = None
+    """Candidate sets: the candidates' ids in request order; ``action`` indexes them and
+    ``mask`` is False where a candidate was excluded."""
+    action_features: list[list[float]] | None = None
+    """Candidate sets: every candidate's numeric features [K][n_a], packed like ``context``."""
+    action_categorical: list[list[str]] | None = None
+    """Candidate sets with named features: every candidate's categorical values [K][m_a]."""
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -104,6 +114,10 @@ class DecisionRecord:
             "variant_probability": repr(float(self.variant_probability)),
             "shadows": "" if not self.shadows else _json(self.shadows),
             "session_id": self.session_id or "",
+            "context_categorical": _optional_json(self.context_categorical),
+            "candidates": _optional_json(self.candidates),
+            "action_features": _optional_json(self.action_features),
+            "action_categorical": _optional_json(self.action_categorical),
         }
 
     @classmethod
@@ -127,7 +141,19 @@ class DecisionRecord:
             variant_probability=float(f.get("variant_probability", 1.0)),
             shadows=orjson.loads(f["shadows"]) if f.get("shadows") else None,
             session_id=f.get("session_id") or None,
+            context_categorical=_optional(f.get("context_categorical")),
+            candidates=_optional(f.get("candidates")),
+            action_features=_optional(f.get("action_features")),
+            action_categorical=_optional(f.get("action_categorical")),
         )
+
+
+def _optional_json(value: Any) -> str:
+    return "" if value is None else _json(value)
+
+
+def _optional(text: str | bytes | None) -> Any:
+    return orjson.loads(text) if text else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -142,12 +168,18 @@ class TrainingDecision:
     weight: float = 1.0
     """Importance weight of the example for the learner (1 for a policy's own decisions)."""
     session_id: str | None = None
+    context_categorical: list[str] | None = None
+    action_features: list[float] | None = None
+    """Candidate sets: the chosen candidate's numeric features."""
+    action_categorical: list[str] | None = None
+    """Candidate sets with named features: the chosen candidate's categorical values."""
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes], shadow: str | None = None) -> TrainingDecision:
         """shadow: read the decision for that shadow policy, weighted by its probability of the
         served action over the served propensity (clipped at MAX_IMPORTANCE_WEIGHT)."""
         propensity = float(fields[b"propensity"])
+        action = int(fields[b"action"])
         weight = 1.0
         if shadow is not None:
             shadows = orjson.loads(fields.get(b"shadows") or b"{}")
@@ -157,11 +189,19 @@ class TrainingDecision:
             event_id=fields[b"event_id"].decode(),
             ts_ms=int(fields[b"ts_ms"]),
             context=orjson.loads(fields[b"context"]),
-            action=int(fields[b"action"]),
+            action=action,
             propensity=propensity,
             weight=weight,
             session_id=(fields.get(b"session_id") or b"").decode() or None,
+            context_categorical=_optional(fields.get(b"context_categorical")),
+            action_features=_chosen(fields.get(b"action_features"), action),
+            action_categorical=_chosen(fields.get(b"action_categorical"), action),
         )
+
+
+def _chosen(text: bytes | None, action: int) -> Any:
+    """The chosen candidate's row of a per-candidate JSON list, or None."""
+    return orjson.loads(text)[action] if text else None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.spec import RewardConfig
+from exporter.spec import PackedWidths, RewardConfig
 from training.eventlog import RewardRecord, TrainingDecision
 
 OUTCOMES = ("rewarded", "defaulted", "late", "duplicate")
@@ -37,9 +37,24 @@ class Examples:
     weights: np.ndarray
     terminals: np.ndarray
     """[n] bool: the reward was reported terminal (sequential policies)."""
+    context_categorical: np.ndarray | None = None
+    """[n, m] str: named contexts' categorical values (None for plain vectors)."""
+    action_features: np.ndarray | None = None
+    """[n, n_a] float32: candidate sets, the chosen candidate's numeric features."""
+    action_categorical: np.ndarray | None = None
+    """[n, m_a] str: candidate sets with named features, the chosen candidate's categorical values."""
 
     def __len__(self) -> int:
         return len(self.event_ids)
+
+    def packed(self) -> dict[str, np.ndarray]:
+        """The inputs besides ``contexts`` as keyword arguments of Policy.learn."""
+        extra = {
+            "context_categorical": self.context_categorical,
+            "action_features": self.action_features,
+            "action_categorical": self.action_categorical,
+        }
+        return {k: v for k, v in extra.items() if v is not None}
 
 
 @dataclasses.dataclass
@@ -52,12 +67,18 @@ class _Pending:
     reward_count: int = 0
     weight: float = 1.0
     terminal: bool = False
+    context_categorical: list[str] | None = None
+    action_features: list[float] | None = None
+    action_categorical: list[str] | None = None
 
 
 class RewardJoin:
-    def __init__(self, reward: RewardConfig, context_dim: int, grace_seconds: float) -> None:
+    def __init__(self, reward: RewardConfig, inputs: PackedWidths | int, grace_seconds: float) -> None:
+        """inputs: the widths of the packed inputs (PolicySpec.packed_widths), or for plain
+        context vectors of a fixed set of actions just d."""
         self.reward = reward
-        self.context_dim = context_dim
+        self.widths = inputs if isinstance(inputs, PackedWidths) else PackedWidths(inputs)
+        self.context_dim = self.widths.context
         self.close_after_ms = int((reward.wait_seconds + grace_seconds) * 1000)
         self.pending: dict[str, _Pending] = {}
         self.outcomes: Counter[str] = Counter()
@@ -65,7 +86,14 @@ class RewardJoin:
 
     def add_decision(self, record: TrainingDecision) -> None:
         self.pending[record.event_id] = _Pending(
-            record.ts_ms, record.context, record.action, record.propensity, weight=getattr(record, "weight", 1.0)
+            record.ts_ms,
+            record.context,
+            record.action,
+            record.propensity,
+            weight=getattr(record, "weight", 1.0),
+            context_categorical=record.context_categorical,
+            action_features=getattr(record, "action_features", None),
+            action_categorical=getattr(record, "action_categorical", None),
         )
 
     def add_reward(self, record: RewardRecord) -> None:
@@ -108,13 +136,31 @@ class RewardJoin:
         ready, self._ready = self._ready, []
         return Examples(
             event_ids=[e for e, _, _ in ready],
-            contexts=np.array([p.context for _, p, _ in ready], np.float32).reshape(-1, self.context_dim),
+            contexts=np.array([p.context for _, p, _ in ready], np.float32).reshape(len(ready), self.context_dim),
             actions=np.array([p.action for _, p, _ in ready], np.int32),
             rewards=np.array([r for _, _, r in ready], np.float32),
             propensities=np.array([p.propensity for _, p, _ in ready], np.float32),
             weights=np.array([p.weight for _, p, _ in ready], np.float32),
             terminals=np.array([p.terminal for _, p, _ in ready], bool),
+            **self._packed([p for _, p, _ in ready]),
         )
+
+    def _packed(self, pending: list[_Pending]) -> dict[str, np.ndarray]:
+        """The named / candidate inputs of some pending decisions as arrays (only those the policy has)."""
+        w = self.widths
+        out: dict[str, np.ndarray] = {}
+        if w.named_context:
+            out["context_categorical"] = np.array([p.context_categorical for p in pending], np.str_).reshape(
+                len(pending), w.context_categorical
+            )
+        if w.candidates:
+            out["action_features"] = np.array([p.action_features for p in pending], np.float32).reshape(
+                len(pending), w.action
+            )
+            out["action_categorical"] = np.array([p.action_categorical or [] for p in pending], np.str_).reshape(
+                len(pending), w.action_categorical
+            )
+        return out
 
     # -- checkpointing --------------------------------------------------------------
 
@@ -125,7 +171,7 @@ class RewardJoin:
         return {
             "event_ids": np.array([e for e, _ in items], dtype=np.str_),
             "ts_ms": np.array([p.ts_ms for _, p in items], np.int64),
-            "contexts": np.array([p.context for _, p in items], np.float32).reshape(-1, self.context_dim),
+            "contexts": np.array([p.context for _, p in items], np.float32).reshape(len(items), self.context_dim),
             "actions": np.array([p.action for _, p in items], np.int32),
             "propensities": np.array([p.propensity for _, p in items], np.float32),
             "reward_sums": np.array([p.reward_sum for _, p in items], np.float64),
@@ -133,15 +179,32 @@ class RewardJoin:
             "weights": np.array([p.weight for _, p in items], np.float32),
             "terminals": np.array([p.terminal for _, p in items], bool),
             "outcomes": np.array([self.outcomes[o] for o in OUTCOMES], np.int64),
+            **self._packed([p for _, p in items]),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         n_pending = len(state["event_ids"])
         weights = state["weights"] if "weights" in state else np.ones(n_pending, np.float32)
         terminals = state["terminals"] if "terminals" in state else np.zeros(n_pending, bool)
+        nothing = [None] * n_pending
+        categorical = state["context_categorical"] if "context_categorical" in state else nothing
+        action_features = state["action_features"] if "action_features" in state else nothing
+        action_categorical = state["action_categorical"] if "action_categorical" in state else nothing
         self.pending = {
-            str(e): _Pending(int(t), c.tolist(), int(a), float(p), float(s), int(n), float(w), bool(x))
-            for e, t, c, a, p, s, n, w, x in zip(
+            str(e): _Pending(
+                int(t),
+                c.tolist(),
+                int(a),
+                float(p),
+                float(s),
+                int(n),
+                float(w),
+                bool(x),
+                None if cc is None else [str(v) for v in cc],
+                None if af is None else af.tolist(),
+                None if ac is None else [str(v) for v in ac],
+            )
+            for e, t, c, a, p, s, n, w, x, cc, af, ac in zip(
                 state["event_ids"],
                 state["ts_ms"],
                 state["contexts"],
@@ -151,6 +214,9 @@ class RewardJoin:
                 state["reward_counts"],
                 weights,
                 terminals,
+                categorical,
+                action_features,
+                action_categorical,
                 strict=True,
             )
         }

@@ -845,7 +845,7 @@ def promote(store: Path, log: LogClient, name: str, version: str | None = None) 
         live_export, live_checkpoint = eventlog.parse_version(live)
         target_spec = PolicySpec.from_dict(savedmodel.read_manifest(store, name, target_export)["spec"])
         live_spec = PolicySpec.from_dict(savedmodel.read_manifest(store, name, live_export)["spec"])
-        if (target_spec.context_dim, target_spec.num_actions) != (live_spec.context_dim, live_spec.num_actions):
+        if target_spec.inputs() != live_spec.inputs():
             raise InvalidData(f"candidate: {target} has other input or action dimensions than {live}", "candidate")
         checkpoint = log.next_checkpoint(name)
         checkpoints.copy_for_rollback(store, name, (target_export, 0), (live_export, live_checkpoint), checkpoint)

@@ -106,7 +106,7 @@ class PolicyTrainer:
         source_spec = self.spec if self.spec.shadow_of is None else self.log.spec(self.source)
         if source_spec is None:
             raise LookupError(f"policy {self.name!r} shadows {self.source!r}, which does not exist")
-        self.join = RewardJoin(source_spec.reward, self.spec.context_dim, self.grace_seconds)
+        self.join = RewardJoin(source_spec.reward, self.spec.packed_widths, self.grace_seconds)
         # A sequential policy learns transitions: its examples are stitched along each session.
         self.sessions: SessionJoin | None = None
         if self.policy.sequential:
@@ -198,21 +198,25 @@ class PolicyTrainer:
             for chunk in range(0, len(transitions), UPDATE_CHUNK):
                 part = slice(chunk, chunk + UPDATE_CHUNK)
                 start = time.perf_counter()
+                encode = self.policy.preprocessing.context.encode  # numeric features only (spec.resolve)
                 self.policy.update_transitions(  # type: ignore[attr-defined]
-                    transitions.contexts[part],
+                    encode(transitions.contexts[part], None),
                     transitions.actions[part],
                     transitions.rewards[part],
-                    transitions.next_contexts[part],
+                    encode(transitions.next_contexts[part], None),
                     transitions.dones[part],
                     transitions.weights[part],
                 )
+                self.policy.preprocessing.observe(transitions.contexts[part])
                 self.metrics.update_seconds.labels(self.name).observe(time.perf_counter() - start)
                 self.keep_lease()
         if n == 0:
             return 0
         if self.sessions is None:
             start = time.perf_counter()
-            self.policy.update(examples.contexts, examples.actions, examples.rewards, examples.weights)
+            self.policy.learn(
+                examples.contexts, examples.actions, examples.rewards, examples.weights, **examples.packed()
+            )
             self.metrics.update_seconds.labels(self.name).observe(time.perf_counter() - start)
         self.state.applied += n
         self.state.reward_sum += float(examples.rewards.astype(np.float64).sum())

@@ -50,13 +50,13 @@ async def create_experiment(body: ExperimentCreate, request: Request) -> Experim
         raise InvalidInput("variants: variant names must be unique", "variants")
     if body.control not in names:
         raise InvalidInput(f"control: {body.control!r} is not one of the variants {names}", "control")
-    shapes = set()
+    shapes = []
     for i, variant in enumerate(body.variants):
         found = await request.app.state.log.policy(variant.policy)
         if found is None:
             raise InvalidInput(f"variants.{i}.policy: no policy named {variant.policy!r}", f"variants.{i}.policy")
-        shapes.add((found[0].context_dim, found[0].num_actions))
-    if len(shapes) > 1:
+        shapes.append(found[0].inputs())
+    if any(shape != shapes[0] for shape in shapes):
         raise InvalidInput("variants: every variant's policy must take the same context and actions", "variants")
     now_ms = int(time.time() * 1000)
     experiment = Experiment(

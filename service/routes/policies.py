@@ -22,10 +22,26 @@ from training.trainer import MODEL_STAT
 router = APIRouter(prefix="/policies", tags=["policies"], responses=error_responses())
 
 
-def _spec_from(body: PolicyCreate) -> policy_spec.PolicySpec:
+def _spec_from(body: PolicyCreate, max_candidates: int) -> policy_spec.PolicySpec:
     if body.algorithm not in bandits.ALGORITHMS:
         known = ", ".join(sorted(bandits.ALGORITHMS))
         raise InvalidInput(f"algorithm: unknown algorithm {body.algorithm!r}; known: {known}", "algorithm")
+    if (body.context_dim is None) == (body.features is None):
+        raise InvalidInput("context_dim: give exactly one of context_dim and features", "context_dim")
+    candidates = body.action_feature_dim is not None or body.action_features is not None
+    if body.action_feature_dim is not None and body.action_features is not None:
+        raise InvalidInput("action_features: give action_feature_dim or action_features, not both", "action_features")
+    if candidates and body.algorithm not in bandits.CANDIDATE_ALGORITHMS:
+        known = ", ".join(sorted(bandits.CANDIDATE_ALGORITHMS))
+        raise InvalidInput(f"algorithm: {body.algorithm} takes no candidate sets; these do: {known}", "algorithm")
+    if candidates and body.num_actions is not None:
+        raise InvalidInput("num_actions: candidate sets use max_candidates, not num_actions", "num_actions")
+    if not candidates and body.num_actions is None:
+        raise InvalidInput("num_actions: give num_actions, or candidate features (action_feature_dim)", "num_actions")
+    if not candidates and body.max_candidates is not None:
+        raise InvalidInput("max_candidates: only for candidate sets (action_feature_dim)", "max_candidates")
+    num_actions = (body.max_candidates or max_candidates) if candidates else body.num_actions
+    assert num_actions is not None
     exploration = body.exploration.model_dump(exclude_none=True)
     overlap = set(exploration) & set(body.hyperparameters)
     if overlap:
@@ -35,13 +51,18 @@ def _spec_from(body: PolicyCreate) -> policy_spec.PolicySpec:
         return policy_spec.resolve(
             body.name,
             body.algorithm,
-            body.context_dim,
-            body.num_actions,
+            body.context_dim or 0,
+            num_actions,
             body.hyperparameters | exploration,
             policy_spec.RewardConfig(**body.reward.model_dump()),
             policy_spec.TrainingConfig(**body.training.model_dump()),
             body.shadow_of,
+            features=body.features,
+            action_feature_dim=body.action_feature_dim or 0,
+            action_features=body.action_features,
         )
+    except bandits.FeatureError as error:
+        raise InvalidInput(str(error), error.field) from error
     except bandits.InvalidHyperparameter as error:
         section = "exploration" if error.field in exploration else "hyperparameters"
         field = f"{section}.{error.field}"
@@ -62,6 +83,9 @@ async def _info(request: Request, name: str) -> PolicyInfo:
         algorithm=spec.algorithm,
         context_dim=spec.context_dim,
         num_actions=spec.num_actions,
+        features=spec.features,
+        action_feature_dim=spec.action_feature_dim,
+        action_features=spec.action_features,
         hyperparameters=spec.hyperparameters,
         reward=dataclasses.asdict(spec.reward),
         training=dataclasses.asdict(spec.training),
@@ -101,21 +125,37 @@ async def create_policy(body: PolicyCreate, request: Request) -> PolicyInfo:
     """Builds the policy, exports version 1 and serves it."""
     request.state.grant.check_policies([body.name] + ([body.shadow_of] if body.shadow_of else []))
     settings = request.app.state.settings
-    if body.context_dim > settings.max_context_dim:
-        raise InvalidInput(f"context_dim: at most {settings.max_context_dim} (BANDIT_MAX_CONTEXT_DIM)", "context_dim")
-    if body.num_actions > settings.max_actions:
-        raise InvalidInput(f"num_actions: at most {settings.max_actions} (BANDIT_MAX_ACTIONS)", "num_actions")
     if len(await request.app.state.log.policy_names()) >= settings.max_policies:
         raise LimitReached(f"name: the service holds {settings.max_policies} policies (BANDIT_MAX_POLICIES)", "name")
-    spec = _spec_from(body)
-    policy_type = bandits.ALGORITHMS[spec.algorithm]
+    spec = _spec_from(body, settings.max_candidates)
+    field = "features" if spec.features is not None else "context_dim"
+    if spec.context_dim > settings.max_context_dim:
+        raise InvalidInput(
+            f"{field}: {spec.context_dim} encoded features, at most {settings.max_context_dim} "
+            "(BANDIT_MAX_CONTEXT_DIM)",
+            field,
+        )
+    if spec.action_feature_dim > settings.max_context_dim:
+        raise InvalidInput(
+            f"action_features: {spec.action_feature_dim} encoded features, at most {settings.max_context_dim} "
+            "(BANDIT_MAX_CONTEXT_DIM)",
+            "action_features",
+        )
+    if not spec.takes_candidates and spec.num_actions > settings.max_actions:
+        raise InvalidInput(f"num_actions: at most {settings.max_actions} (BANDIT_MAX_ACTIONS)", "num_actions")
+    if spec.takes_candidates and spec.num_actions > settings.max_candidates:
+        raise InvalidInput(
+            f"max_candidates: at most {settings.max_candidates} (BANDIT_MAX_CANDIDATES)", "max_candidates"
+        )
+    policy_type = bandits.policy_type(spec.algorithm, spec.takes_candidates)
     config = bandits.config_from_dict(policy_type.Config, spec.hyperparameters)
-    size = policy_type.state_bytes(spec.context_dim, spec.num_actions, config)
+    size = policy_type.state_bytes(spec.context_dim, spec.num_actions, config, spec.action_feature_dim)
     if size > settings.max_model_bytes:
         raise InvalidInput(
-            f"context_dim: a {spec.algorithm} model of context_dim {spec.context_dim} and num_actions "
-            f"{spec.num_actions} needs about {size / 2**20:.0f} MiB, over BANDIT_MAX_MODEL_BYTES",
-            "context_dim",
+            f"{field}: a {spec.algorithm} model of context_dim {spec.context_dim}, num_actions {spec.num_actions} "
+            f"and action_feature_dim {spec.action_feature_dim} needs about {size / 2**20:.0f} MiB, over "
+            "BANDIT_MAX_MODEL_BYTES",
+            field,
         )
     if spec.shadow_of is not None:
         found = await request.app.state.log.policy(spec.shadow_of)
@@ -124,8 +164,8 @@ async def create_policy(body: PolicyCreate, request: Request) -> PolicyInfo:
         target = found[0]
         if target.shadow_of is not None:
             raise InvalidInput(f"shadow_of: {spec.shadow_of!r} is itself a shadow", "shadow_of")
-        if (target.context_dim, target.num_actions) != (spec.context_dim, spec.num_actions):
-            raise InvalidInput("shadow_of: the shadowed policy has other context_dim or num_actions", "shadow_of")
+        if target.inputs() != spec.inputs():
+            raise InvalidInput("shadow_of: the shadowed policy has other inputs or actions", "shadow_of")
     served = await request.app.state.registry.create(spec)
     request.app.state.metrics.set_live(served.spec.name, served.version)
     return await _info(request, body.name)
@@ -150,7 +190,7 @@ async def rollback(name: str, body: RollbackRequest, request: Request) -> Policy
     if not checkpoints.exists(registry.store, name, *target):
         raise NotFound(f"to: policy {name!r} has no version {body.to!r}", "to")
     target_spec = PolicySpec.from_dict(savedmodel.read_manifest(registry.store, name, target[0])["spec"])
-    if (target_spec.context_dim, target_spec.num_actions) != (served.spec.context_dim, served.spec.num_actions):
+    if target_spec.inputs() != served.spec.inputs():
         raise InvalidInput(f"to: version {body.to!r} has other input or action dimensions than the live one", "to")
     checkpoint = await log.next_checkpoint(name)
     current = parse_version(served.version)

@@ -1,0 +1,178 @@
+"""/act with candidate sets, named features and excluded actions: answers, and clear 422s."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from tests.service.test_api import stored_counts
+from training import eventlog
+
+FEATURES = [
+    {"name": "age", "type": "numeric", "default": 30.0},
+    {"name": "country", "type": "categorical", "vocabulary": ["de", "fr"]},
+    {"name": "device", "type": "categorical", "hash_buckets": 8, "default": "web"},
+]
+ITEMS = [
+    {"name": "price", "type": "numeric", "normalize": True},
+    {"name": "brand", "type": "categorical", "hash_buckets": 4},
+]
+CANDIDATES = [{"id": f"sku-{k}", "features": {"price": 9.5 + k, "brand": f"b{k}"}} for k in range(7)]
+
+
+@pytest.fixture()
+def shelf(client: TestClient) -> TestClient:
+    """Serves "shelf" (named context and candidates, at most 10) and "vec" (vector candidates, f=3)."""
+    for body in (
+        {"name": "shelf", "algorithm": "linucb", "features": FEATURES, "action_features": ITEMS, "max_candidates": 10},
+        {"name": "vec", "algorithm": "lints", "context_dim": 2, "action_feature_dim": 3},
+        {"name": "fixed", "algorithm": "linucb", "features": FEATURES, "num_actions": 4},
+    ):
+        response = client.post("/policies", json=body)
+        assert response.status_code == 201, response.text
+    return client
+
+
+def test_candidate_sets_answer_with_the_chosen_id_and_log_every_candidate(
+    shelf: TestClient, redis_client: redis.Redis
+) -> None:
+    body = {"policy": "shelf", "context": {"age": 41, "country": "fr"}, "actions": CANDIDATES}
+    for greedy in (False, True):
+        response = shelf.post("/act", json=body | {"greedy": greedy, "excluded": ["sku-0", "sku-3"]})
+        assert response.status_code == 200, response.text
+        decision = response.json()
+        assert decision["action"] == CANDIDATES[decision["action_index"]]["id"]
+        assert decision["action"] not in ("sku-0", "sku-3") and len(decision["scores"]) == 7
+    one = shelf.post("/act", json=body | {"actions": CANDIDATES[:1]}).json()
+    assert (one["action"], one["action_index"], one["propensity"]) == ("sku-0", 0, 1.0)
+    vec = shelf.post(
+        "/act", json={"policy": "vec", "context": [0.1, 0.2], "actions": [{"id": "a", "features": [1, 2, 3]}] * 1}
+    )
+    assert vec.status_code == 200 and vec.json()["action"] == "a"
+    _, fields = redis_client.xrange(eventlog.decisions_key("shelf"), count=1)[0]
+    record = eventlog.DecisionRecord.from_fields(fields)
+    assert record.context == [41.0] and record.context_categorical == ["fr", "web"]  # device took its default
+    assert record.candidates == [c["id"] for c in CANDIDATES]
+    assert record.action_features == [[9.5 + k] for k in range(7)]
+    assert record.action_categorical == [[f"b{k}"] for k in range(7)]
+    assert record.mask == [False, True, True, False, True, True, True]
+
+
+def test_excluded_actions_of_a_fixed_set(shelf: TestClient) -> None:
+    chosen = {
+        shelf.post("/act", json={"policy": "fixed", "context": {"country": "de"}, "excluded": [0, 2, 3]}).json()[
+            "action"
+        ]
+        for _ in range(20)
+    }
+    assert chosen == {1}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "words"),
+    [
+        ({"policy": "shelf", "context": {"age": "old", "country": "de"}}, 422, "context.age", "number"),
+        ({"policy": "shelf", "context": {"country": 3}}, 422, "context.country", "string"),
+        ({"policy": "shelf", "context": {"country": "de", "agee": 3}}, 422, "context.agee", "unknown feature"),
+        ({"policy": "shelf", "context": {"age": 3}}, 422, "context.country", "missing"),
+        ({"policy": "shelf", "context": [1.0, 2.0]}, 422, "context", "named features"),
+        ({"policy": "vec", "context": {"a": 1.0}}, 422, "context", "vector of 2"),
+        ({"policy": "shelf", "context": {"country": "de"}}, 422, "actions", "candidates"),
+        ({"policy": "fixed", "context": {"country": "de"}, "actions": CANDIDATES}, 422, "actions", "fixed set"),
+        ({"policy": "shelf", "context": {"country": "de"}, "actions": CANDIDATES * 2}, 422, "actions", "at most 10"),
+        (
+            {"policy": "shelf", "context": {"country": "de"}, "actions": [CANDIDATES[0], CANDIDATES[0]]},
+            422,
+            "actions[1].id",
+            "twice",
+        ),
+        (
+            {"policy": "shelf", "context": {"country": "de"}, "actions": [{"id": "x", "features": {"price": 1.0}}]},
+            422,
+            "actions[0].features.brand",
+            "missing",
+        ),
+        (
+            {"policy": "shelf", "context": {"country": "de"}, "actions": [{"id": "x", "features": {"price": "1"}}]},
+            422,
+            "actions[0].features.price",
+            "number",
+        ),
+        (
+            {"policy": "vec", "context": [0.1, 0.2], "actions": [{"id": "x", "features": [1.0]}]},
+            422,
+            "actions[0].features",
+            "expected 3",
+        ),
+        (
+            {"policy": "shelf", "context": {"country": "de"}, "actions": CANDIDATES, "excluded": ["nope"]},
+            422,
+            "excluded",
+            "not the id",
+        ),
+        (
+            {"policy": "shelf", "context": {"country": "de"}, "actions": CANDIDATES[:1], "excluded": ["sku-0"]},
+            422,
+            "excluded",
+            "every candidate",
+        ),
+        (
+            {"policy": "shelf", "context": {"country": "de"}, "actions": CANDIDATES, "mask": [True] * 7},
+            422,
+            "mask",
+            "excluded",
+        ),
+        ({"policy": "fixed", "context": {"country": "de"}, "excluded": [4]}, 422, "excluded", "action index"),
+        ({"policy": "fixed", "context": {"country": "de"}, "excluded": [0, 1, 2, 3]}, 422, "excluded", "every"),
+    ],
+)
+def test_bad_inputs_are_422_naming_the_feature_and_store_nothing(
+    shelf: TestClient, redis_client: redis.Redis, body: dict, status: int, field: str, words: str
+) -> None:
+    before = [stored_counts(redis_client, p) for p in ("shelf", "vec", "fixed")]
+    response = shelf.post("/act", json=body)
+    assert response.status_code == status, response.text
+    error = response.json()
+    assert error["field"] == field and words in error["message"], error
+    assert [stored_counts(redis_client, p) for p in ("shelf", "vec", "fixed")] == before
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (
+            {"features": [{"name": "a", "type": "numeric", "vocabulary": ["x"]}], "num_actions": 3},
+            "features[0].vocabulary",
+        ),
+        ({"features": [{"name": "a", "type": "categorical"}], "num_actions": 3}, "features[0]"),
+        (
+            {"features": [{"name": "a", "type": "categorical", "hash_buckets": 0}], "num_actions": 3},
+            "features[0].hash_buckets",
+        ),
+        ({"features": [{"name": "a", "type": "text"}], "num_actions": 3}, "features[0].type"),
+        (
+            {"features": [{"name": "a", "type": "numeric"}, {"name": "a", "type": "numeric"}], "num_actions": 3},
+            "features[1].name",
+        ),
+        ({"context_dim": 2, "features": [{"name": "a", "type": "numeric"}], "num_actions": 3}, "context_dim"),
+        ({"context_dim": 2}, "num_actions"),
+        ({"context_dim": 2, "action_feature_dim": 2, "num_actions": 3}, "num_actions"),
+        ({"context_dim": 2, "action_feature_dim": 2, "max_candidates": 5000}, "max_candidates"),
+        (
+            {"context_dim": 2, "action_features": [{"name": "p", "type": "numeric", "default": "x"}]},
+            "action_features[0].default",
+        ),
+    ],
+)
+def test_bad_feature_schemas_are_422_naming_the_entry(client: TestClient, body: dict, field: str) -> None:
+    response = client.post("/policies", json={"name": "bad", "algorithm": "linucb"} | body)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field, response.json()
+
+
+def test_dqn_takes_no_candidates(client: TestClient) -> None:
+    response = client.post(
+        "/policies", json={"name": "q", "algorithm": "dqn", "context_dim": 2, "action_feature_dim": 2}
+    )
+    assert response.status_code == 422 and response.json()["field"] == "algorithm"

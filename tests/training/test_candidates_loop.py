@@ -1,0 +1,164 @@
+"""Candidate sets and named features through the whole loop: /act with per-request candidates,
+the log, the trainer's exact update on joint features, publish, and the served model."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import redis
+from fastapi.testclient import TestClient
+
+from training import eventlog
+from training.simulators import CandidateSimulator
+from training.trainer import PolicyTrainer
+
+CONTEXT_FEATURES = [
+    {"name": "age", "type": "numeric", "normalize": True},
+    {"name": "segment", "type": "categorical", "vocabulary": ["new", "regular", "vip"], "default": "new"},
+    {"name": "city", "type": "categorical", "hash_buckets": 4, "default": ""},
+]
+ITEM_FEATURES = [
+    {"name": "price", "type": "numeric", "normalize": True},
+    {"name": "brand", "type": "categorical", "hash_buckets": 3},
+]
+
+
+def candidates_of(ids: np.ndarray, features: np.ndarray) -> list[dict]:
+    return [
+        {"id": f"item-{i}", "features": [round(float(v), 5) for v in z]} for i, z in zip(ids, features, strict=True)
+    ]
+
+
+def joint(contexts: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """vec([1, x] [1, z]^T) per row, in numpy."""
+    x = np.concatenate([np.ones((len(contexts), 1)), contexts], axis=1)
+    z = np.concatenate([np.ones((len(candidates), 1)), candidates], axis=1)
+    return (x[:, :, None] * z[:, None, :]).reshape(len(x), -1)
+
+
+def wait_for(client: TestClient, body: dict, version: str, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        served = client.post("/act", json=body | {"greedy": True}).json()
+        if served["version"] == version:
+            return served
+        time.sleep(0.02)
+    raise AssertionError(f"the app never served {version}")
+
+
+def test_candidate_linucb_learns_the_ridge_solution_on_joint_features_and_serves_it(
+    app_client: TestClient, policy_trainer: Callable[..., PolicyTrainer], redis_client: redis.Redis
+) -> None:
+    sim = CandidateSimulator(context_dim=3, item_feature_dim=2, pool_size=30, candidates=6, seed=5)
+    created = app_client.post(
+        "/policies",
+        json={"name": "shelf", "algorithm": "linucb", "context_dim": 3, "action_feature_dim": 2, "max_candidates": 8},
+    )
+    assert created.status_code == 201, created.text
+    info = created.json()
+    assert (info["num_actions"], info["action_feature_dim"]) == (8, 2)
+    contexts, chosen, rewards = [], [], []
+    for t in range(80):
+        x, ids, z = sim.round()
+        x = x.round(5)
+        sent = candidates_of(ids, z)
+        excluded = [sent[t % 6]["id"]]
+        body = app_client.post(
+            "/act", json={"policy": "shelf", "context": x.tolist(), "actions": sent, "excluded": excluded}
+        )
+        assert body.status_code == 200, body.text
+        decision = body.json()
+        index = decision["action_index"]
+        assert decision["action"] == sent[index]["id"] and decision["action"] != excluded[0]
+        assert len(decision["scores"]) == 6
+        features = np.array(sent[index]["features"])
+        reward = round(sim.reward(x, features), 5)
+        assert app_client.post("/reward", json={"event_id": decision["event_id"], "reward": reward}).status_code == 202
+        contexts.append(x)
+        chosen.append(features)
+        rewards.append(reward)
+    # The log keeps every candidate's id and features and the exclusion.
+    _, fields = redis_client.xrange(eventlog.decisions_key("shelf"), count=1)[0]
+    record = eventlog.DecisionRecord.from_fields(fields)
+    assert record.candidates is not None and len(record.candidates) == 6 and record.mask is not None
+    assert record.mask.count(False) == 1 and record.action_features is not None and len(record.action_features[0]) == 2
+
+    trainer = policy_trainer("shelf")
+    assert trainer.step() == 80
+    phi = joint(np.array(contexts), np.array(chosen))
+    theta = np.linalg.solve(np.eye(phi.shape[1]) + phi.T @ phi, phi.T @ np.array(rewards))
+    np.testing.assert_allclose(trainer.policy.state.theta.numpy()[0], theta, rtol=1e-4, atol=1e-5)
+    version = trainer.publish()
+    x, ids, z = sim.round()
+    probe = {"policy": "shelf", "context": x.round(5).tolist(), "actions": candidates_of(ids, z)}
+    served = wait_for(app_client, probe, version)
+    features = np.array([c["features"] for c in probe["actions"]], np.float32)
+    local = trainer.policy.greedy(
+        np.array([probe["context"]], np.float32), np.ones((1, 6), bool), np.zeros(1, np.int64), features[None]
+    )
+    np.testing.assert_allclose(served["scores"], local["scores"].numpy()[0], rtol=1e-5, atol=1e-6)
+
+
+def test_named_features_are_packed_encoded_and_learned_alike(
+    app_client: TestClient, policy_trainer: Callable[..., PolicyTrainer]
+) -> None:
+    created = app_client.post(
+        "/policies",
+        json={
+            "name": "named",
+            "algorithm": "lints",
+            "features": CONTEXT_FEATURES,
+            "action_features": ITEM_FEATURES,
+            "training": {"publish_every_examples": 10},
+        },
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["context_dim"] == 1 + 3 + 4 and created.json()["action_feature_dim"] == 1 + 3
+    rng = np.random.default_rng(0)
+    items = [{"id": f"i{k}", "features": {"price": float(10 + 5 * k), "brand": f"b{k % 4}"}} for k in range(5)]
+    sent = []
+    for t in range(40):
+        context = {"age": float(rng.integers(18, 80)), "segment": ["new", "regular", "vip"][t % 3]}
+        if t % 2:
+            context["city"] = f"c{t % 7}"
+        body = app_client.post("/act", json={"policy": "named", "context": context, "actions": items}).json()
+        assert app_client.post("/reward", json={"event_id": body["event_id"], "reward": float(t % 3)}).status_code
+        sent.append(context)
+    trainer = policy_trainer("named")
+    assert trainer.step() == 40
+    ages = np.array([c["age"] for c in sent])
+    context_encoder = trainer.policy.preprocessing.context
+    assert context_encoder.count.numpy() == 40
+    np.testing.assert_allclose(context_encoder.mean.numpy(), [ages.mean()], rtol=1e-12)
+    np.testing.assert_allclose(context_encoder.m2.numpy(), [((ages - ages.mean()) ** 2).sum()], rtol=1e-9)
+    version = trainer.publish()
+    # The served graph encodes like the trainer: same normalisation, one-hot and hashing.
+    probe = {"policy": "named", "context": {"age": 33.0, "segment": "vip", "city": "c3"}, "actions": items}
+    served = wait_for(app_client, probe, version)
+    from exporter import loader  # noqa: PLC0415
+
+    model = loader.load(trainer.store, "named", int(version.split(".")[0]))
+    from training import checkpoints  # noqa: PLC0415
+
+    export, checkpoint = eventlog.parse_version(version)
+    checkpoints.restore_variables(model.collect_model, trainer.store, "named", export, checkpoint)
+    numeric = np.array([[33.0]], np.float32)
+    categorical = np.array([["vip", "c3"]], object)
+    action_numeric = np.array([[[it["features"]["price"]] for it in items]], np.float32)
+    action_categorical = np.array([[[it["features"]["brand"]] for it in items]], object)
+    encoded = model.encode(
+        numeric, context_categorical=categorical, action_features=action_numeric, action_categorical=action_categorical
+    )
+    local_context, local_actions = trainer.policy.preprocessing.encode(
+        numeric, categorical, action_numeric, action_categorical
+    )
+    np.testing.assert_allclose(encoded["context_vector"], local_context.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(encoded["action_vectors"], local_actions.numpy(), rtol=1e-6)
+    std = ages.std()
+    np.testing.assert_allclose(encoded["context_vector"][0, 0], (33.0 - ages.mean()) / std, rtol=1e-5)
+    np.testing.assert_array_equal(encoded["context_vector"][0, 1:4], [0, 0, 1])  # vip, one-hot
+    assert encoded["context_vector"][0, 4:].sum() == 1  # city hashed into one of 4 buckets
+    local = trainer.policy.greedy(local_context, np.ones((1, 5), bool), np.zeros(1, np.int64), local_actions)
+    np.testing.assert_allclose(served["scores"], local["scores"].numpy()[0], rtol=1e-5, atol=1e-6)
