@@ -222,6 +222,30 @@ class FeatureSchema:
                 categorical.append(value)
         return numeric, categorical
 
+    def pack_columns(self, columns: Mapping[str, np.ndarray], rows: int, field: str) -> tuple[np.ndarray, np.ndarray]:
+        """pack() for whole columns (offline imports): {name: [rows] values} -> (numeric [rows,
+        n_numeric] float32, categorical [rows, n_categorical] str). Names the schema does not
+        declare are ignored; a declared one that is absent takes its default (FeatureError when
+        it has none, or when a column has the wrong type)."""
+        assert self.features is not None, "pack_columns() is for named schemas"
+        numeric = np.zeros((rows, len(self.numeric)), np.float32)
+        categorical = np.full((rows, len(self.categorical)), "", dtype=object)
+        for i, feature in enumerate(self.numeric):
+            values = columns.get(feature.name)
+            if values is None and feature.default is None:
+                raise FeatureError(f"{field}.{feature.name}", "missing; the feature has no default")
+            if values is not None and not np.issubdtype(np.asarray(values).dtype, np.number):
+                raise FeatureError(f"{field}.{feature.name}", "expected numbers")
+            numeric[:, i] = feature.default if values is None else np.asarray(values, np.float64)
+        if not np.isfinite(numeric).all():
+            raise FeatureError(field, "a numeric value is not finite")
+        for i, feature in enumerate(self.categorical):
+            values = columns.get(feature.name)
+            if values is None and feature.default is None:
+                raise FeatureError(f"{field}.{feature.name}", "missing; the feature has no default")
+            categorical[:, i] = feature.default if values is None else np.asarray(values).astype(str)
+        return numeric, categorical
+
     def pack_vector(self, values: Sequence[float], field: str) -> tuple[list[float], list[str]]:
         """A plain vector, checked for length: (the vector, no categorical values)."""
         if self.features is not None:

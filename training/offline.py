@@ -37,8 +37,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import redis
 
+from bandits.features import FeatureError
 from exporter import loader, savedmodel
-from exporter.spec import PolicySpec
+from exporter.spec import PackedWidths, PolicySpec
 from training import checkpoints, eventlog
 from training.logclient import LogClient
 from training.ope import evaluate_policy
@@ -157,9 +158,38 @@ class JoinedLog:
     """[n] object: its variant, or None."""
     greedy: np.ndarray
     """[n] bool: served by the greedy (exploit-only) SavedModel."""
+    context_categorical: np.ndarray | None = None
+    """[n, m] str: named contexts' categorical values (contexts then holds the numeric ones)."""
+    candidates: np.ndarray | None = None
+    """[n] object: candidate sets, each row's candidate ids (a list, in request order); masks is
+    then [n, K] with K the largest set, False on padding and on excluded candidates."""
+    action_features: np.ndarray | None = None
+    """[n, K, n_a] float32: candidate sets, every candidate's numeric features (0 on padding)."""
+    action_categorical: np.ndarray | None = None
+    """[n, K, m_a] str: candidate sets with named features, their categorical values."""
 
     def __len__(self) -> int:
         return len(self.event_ids)
+
+    def packed(self) -> dict[str, np.ndarray]:
+        """The inputs besides contexts and masks, as keyword arguments of LoadedVersion.decide."""
+        extra = {
+            "context_categorical": self.context_categorical,
+            "action_features": self.action_features,
+            "action_categorical": self.action_categorical,
+        }
+        return {k: v for k, v in extra.items() if v is not None}
+
+    def chosen(self) -> dict[str, np.ndarray]:
+        """The examples' packed inputs besides contexts, as keyword arguments of Policy.learn:
+        for candidate sets the logged (chosen) candidate's features."""
+        rows = np.arange(len(self))
+        extra = {"context_categorical": self.context_categorical}
+        if self.action_features is not None:
+            extra["action_features"] = self.action_features[rows, self.actions]
+        if self.action_categorical is not None:
+            extra["action_categorical"] = self.action_categorical[rows, self.actions]
+        return {k: v for k, v in extra.items() if v is not None}
 
     @property
     def context_dim(self) -> int:
@@ -185,7 +215,10 @@ class JoinedLog:
 
     def to_table(self) -> pa.Table:
         n, d, k = len(self), self.context_dim, self.num_actions
-        contexts = pa.FixedSizeListArray.from_arrays(pa.array(self.contexts.reshape(-1), pa.float32()), d)
+        if d:
+            contexts = pa.FixedSizeListArray.from_arrays(pa.array(self.contexts.reshape(-1), pa.float32()), d)
+        else:  # a named context without numeric features (Arrow has no fixed-size list of 0)
+            contexts = pa.array([[] for _ in range(n)], pa.list_(pa.float32()))
         if self.masks is None:
             masks = pa.nulls(n, pa.list_(pa.bool_(), k))
         else:
@@ -205,7 +238,26 @@ class JoinedLog:
             "variant": pa.array(self.variants.tolist(), pa.string()),
             "greedy": pa.array(self.greedy, pa.bool_()),
         }
-        meta = {"format": PARQUET_FORMAT, "policy": self.policy, "context_dim": d, "num_actions": k}
+        meta: dict[str, Any] = {"format": PARQUET_FORMAT, "policy": self.policy, "context_dim": d, "num_actions": k}
+        if self.context_categorical is not None:
+            columns["context_categorical"] = pa.array(self.context_categorical.tolist(), pa.list_(pa.string()))
+            meta["context_categorical"] = int(self.context_categorical.shape[1])
+        if self.candidates is not None:
+            assert self.masks is not None and self.action_features is not None
+            sizes = [len(ids) for ids in self.candidates]
+            columns["candidates"] = pa.array(list(self.candidates), pa.list_(pa.string()))
+            columns["mask"] = pa.array([m[:size].tolist() for m, size in zip(self.masks, sizes, strict=True)])
+            columns["action_features"] = pa.array(
+                [f[:size].tolist() for f, size in zip(self.action_features, sizes, strict=True)],
+                pa.list_(pa.list_(pa.float32())),
+            )
+            meta["action_features"] = int(self.action_features.shape[2])
+            if self.action_categorical is not None:
+                columns["action_categorical"] = pa.array(
+                    [c[:size].tolist() for c, size in zip(self.action_categorical, sizes, strict=True)],
+                    pa.list_(pa.list_(pa.string())),
+                )
+                meta["action_categorical"] = int(self.action_categorical.shape[2])
         return pa.table(columns, metadata={b"banditd": json.dumps(meta).encode()})
 
     def to_parquet(self, path: Path | str) -> Path:
@@ -223,9 +275,31 @@ class JoinedLog:
             raise InvalidData(f"log: {source} lacks the column {missing[0]!r}", "log")
         d, k = int(meta["context_dim"]), int(meta["num_actions"])
         n = table.num_rows
+        packed: dict[str, Any] = {}
+        if "context_categorical" in meta:
+            packed["context_categorical"] = np.array(
+                table.column("context_categorical").to_pylist(), dtype=object
+            ).reshape(n, int(meta["context_categorical"]))
         mask_column = table.column("mask")
         masks = None
-        if mask_column.null_count < n:  # rows without a mask allow every action
+        if "action_features" in meta:
+            widths = PackedWidths(
+                d,
+                int(meta.get("context_categorical", 0)),
+                int(meta["action_features"]),
+                int(meta.get("action_categorical", 0)),
+                candidates=True,
+            )
+            packed |= _padded_candidates(
+                table.column("candidates").to_pylist(),
+                mask_column.to_pylist(),
+                table.column("action_features").to_pylist(),
+                table.column("action_categorical").to_pylist() if "action_categorical" in meta else None,
+                widths,
+                k,
+            )
+            masks = packed.pop("masks")
+        elif mask_column.null_count < n:  # rows without a mask allow every action
             masks = np.ones((n, k), bool)
             valid = mask_column.is_valid().to_numpy(zero_copy_only=False)
             masks[valid] = _list_values(mask_column.filter(mask_column.is_valid()), np.bool_).reshape(-1, k)
@@ -246,6 +320,7 @@ class JoinedLog:
             experiments=np.array(table.column("experiment").to_pylist(), dtype=object),
             variants=np.array(table.column("variant").to_pylist(), dtype=object),
             greedy=table.column("greedy").to_numpy(zero_copy_only=False).astype(bool),
+            **packed,
         )
 
     @classmethod
@@ -432,10 +507,26 @@ def _joined(
     reward_sums: dict[str, float],
     reward_times: dict[str, int],
 ) -> JoinedLog:
-    n, d, k = len(decisions), spec.context_dim, spec.num_actions
+    widths = spec.packed_widths
+    n, d, k = len(decisions), widths.context, spec.num_actions
     records = [record for _, record in decisions]
     rewarded = np.array([entry in reward_sums for entry, _ in decisions], bool)
     has_mask = any(r.mask is not None for r in records)
+    packed: dict[str, Any] = {}
+    if widths.named_context:
+        packed["context_categorical"] = np.array([r.context_categorical for r in records], dtype=object).reshape(
+            n, widths.context_categorical
+        )
+    if widths.candidates:
+        k = max((len(r.candidates or ()) for r in records), default=1)
+        packed |= _padded_candidates(
+            [r.candidates or [] for r in records],
+            [r.mask or [] for r in records],
+            [r.action_features or [] for r in records],
+            [r.action_categorical for r in records] if widths.action_categorical else None,
+            widths,
+            k,
+        )
     return JoinedLog(
         policy=spec.name,
         num_actions=k,
@@ -443,7 +534,9 @@ def _joined(
         ts_ms=np.array([r.ts_ms for r in records], np.int64),
         versions=np.array([r.version for r in records], dtype=object),
         contexts=np.array([r.context for r in records], np.float32).reshape(n, d),
-        masks=np.array([r.mask if r.mask is not None else [True] * k for r in records], bool).reshape(n, k)
+        masks=packed.pop("masks")
+        if widths.candidates
+        else np.array([r.mask if r.mask is not None else [True] * k for r in records], bool).reshape(n, k)
         if has_mask
         else None,
         actions=np.array([r.action for r in records], np.int32),
@@ -454,7 +547,39 @@ def _joined(
         experiments=np.array([r.experiment for r in records], dtype=object),
         variants=np.array([r.variant for r in records], dtype=object),
         greedy=np.array([r.greedy for r in records], bool),
+        **packed,
     )
+
+
+def _padded_candidates(
+    ids: Sequence[Sequence[str]],
+    masks: Sequence[Sequence[bool]],
+    features: Sequence[Sequence[Sequence[float]]],
+    categorical: Sequence[Sequence[Sequence[str]] | None] | None,
+    widths: PackedWidths,
+    k: int,
+) -> dict[str, np.ndarray]:
+    """Per-row candidate lists padded to k: candidates, masks (False on padding), action_features
+    and action_categorical (when the candidates have categorical features)."""
+    n = len(ids)
+    mask = np.zeros((n, k), bool)
+    values = np.zeros((n, k, widths.action), np.float32)
+    strings = np.full((n, k, widths.action_categorical), "", dtype=object) if categorical is not None else None
+    for i in range(n):
+        size = len(ids[i])
+        mask[i, :size] = masks[i] if len(masks[i]) else True
+        values[i, :size] = np.asarray(features[i], np.float32).reshape(size, widths.action)
+        if strings is not None and categorical is not None:
+            strings[i, :size] = np.asarray(categorical[i], dtype=object).reshape(size, widths.action_categorical)
+    out = {"candidates": _object_array([list(row) for row in ids]), "masks": mask, "action_features": values}
+    return out | ({} if strings is None else {"action_categorical": strings})
+
+
+def _object_array(rows: list[Any]) -> np.ndarray:
+    """A 1-d object array of lists (np.array would make a 2-d array of equal-length lists)."""
+    out = np.empty(len(rows), dtype=object)
+    out[:] = rows
+    return out
 
 
 # -- importing logged data ---------------------------------------------------------------
@@ -474,9 +599,64 @@ class LoggedData:
     """[n] float64."""
     ts_ms: np.ndarray | None
     """[n] int64 decision times, or None (the import time is used)."""
+    context_categorical: np.ndarray | None = None
+    """[n, m] str: named contexts, packed (contexts then holds the numeric values)."""
+    candidates: list[str] | None = None
+    """Candidate sets: the ids of the candidates every row chose from (actions index them)."""
+    action_features: np.ndarray | None = None
+    """[n, K, n_a] float32: candidate sets, every candidate's packed numeric features."""
+    action_categorical: np.ndarray | None = None
+    """[n, K, m_a] str: candidate sets, every candidate's packed categorical features."""
 
 
 OBD_AFFINITY_PREFIX = "user-item_affinity_"
+OBD_AFFINITY_FEATURE = "user_item_affinity"
+"""Candidate sets from the Open Bandit Dataset: the feature holding user-item_affinity_<item>."""
+OBD_ITEM_CONTEXT = "item_context.csv"
+
+
+def _obd_named(table: pa.Table, spec: PolicySpec, path: Path) -> dict[str, Any]:
+    """The Open Bandit Dataset under a policy's feature schemas: the context from the CSV's
+    columns by name (user_feature_0..3, user-item_affinity_<i>); for candidate sets every row
+    offers all items of item_context.csv (beside the CSV; ids "0".."79") with their item_feature_*
+    columns and user_item_affinity = the row's user-item_affinity_<item>."""
+    n = table.num_rows
+    try:
+        columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+        out: dict[str, Any] = {}
+        if spec.context_schema.named:
+            out["contexts"], out["context_categorical"] = spec.context_schema.pack_columns(columns, n, "features")
+            if not spec.context_schema.categorical:
+                out.pop("context_categorical")
+        schema = spec.action_schema
+        if schema is None:
+            return out
+        if not schema.named:
+            raise InvalidData("action_features: the obd import needs a named candidate schema", "action_features")
+        items_path = path.parent / OBD_ITEM_CONTEXT
+        items = pa_csv.read_csv(items_path)
+        order = np.argsort(items.column("item_id").to_numpy())
+        item_ids = items.column("item_id").to_numpy()[order]
+        item_columns = {c: items.column(c).to_numpy(zero_copy_only=False)[order] for c in items.column_names}
+        affinity = np.stack([columns[f"{OBD_AFFINITY_PREFIX}{int(i)}"] for i in item_ids], axis=1)  # [n, K]
+        k = len(item_ids)
+        numeric, categorical = schema.pack_columns(
+            item_columns | {OBD_AFFINITY_FEATURE: np.zeros(k)}, k, "action_features"
+        )
+        features = np.broadcast_to(numeric, (n, *numeric.shape)).copy()
+        names = [f.name for f in schema.numeric]
+        if OBD_AFFINITY_FEATURE in names:
+            features[:, :, names.index(OBD_AFFINITY_FEATURE)] = affinity
+        out["candidates"] = [str(int(i)) for i in item_ids]
+        out["action_features"] = features
+        out["action_categorical"] = np.broadcast_to(categorical, (n, *categorical.shape))
+        position = {int(item): j for j, item in enumerate(item_ids)}
+        out["actions"] = np.array([position[int(a)] for a in columns["action"]], np.int64)
+        return out
+    except FeatureError as error:
+        raise InvalidData(f"{error.field}: {error.problem} (in {path})", error.field) from error
+    except (OSError, pa.ArrowException, KeyError) as error:
+        raise InvalidData(f"file: cannot read the Open Bandit Dataset's item features: {error}", "file") from error
 
 
 def read_logged_data(
@@ -484,6 +664,7 @@ def read_logged_data(
     fmt: ImportFormat,
     context_prefix: str = "x",
     context_columns: Sequence[str] | None = None,
+    spec: PolicySpec | None = None,
 ) -> LoggedData:
     """Reads logged data: Parquet or CSV (gzipped when the name ends in .gz) with context
     columns (``context_columns``, or every column named ``<context_prefix><i>`` in order of
@@ -494,7 +675,9 @@ def read_logged_data(
     campaign): context = the 80 ``user-item_affinity_<i>`` columns, action = ``item_id``,
     reward = ``click``, propensity = ``propensity_score``, time = ``timestamp``. The slot
     (``position``) and the hashed ``user_feature_*`` columns are not used: every row is one
-    decision of an 80-armed policy.
+    decision of an 80-armed policy. For a policy with named features or candidate sets
+    (``spec``) the context is packed from the columns its schema names, and a candidate set is
+    every item of item_context.csv (see _obd_named).
     """
     path = Path(path)
     try:
@@ -530,13 +713,22 @@ def read_logged_data(
         if not numbered:
             raise InvalidData(f"context: {path} has no columns {context_prefix}0, {context_prefix}1, ...", "context")
         contexts = _numeric_matrix(table, [c for _, c in numbered])
-    return LoggedData(
+    data = LoggedData(
         contexts=contexts,
         actions=_numeric(table, "action").astype(np.int64),
         propensities=_numeric(table, "propensity"),
         rewards=_numeric(table, "reward"),
         ts_ms=_times(table),
     )
+    if spec is not None and spec.layout != "vector":
+        if fmt != "obd":
+            raise InvalidData(
+                f"format: policy {spec.name!r} takes named features or candidate sets; those import from the "
+                "Open Bandit Dataset (obd) only",
+                "format",
+            )
+        data = dataclasses.replace(data, **_obd_named(table, spec, path))
+    return data
 
 
 def _is_list_column(table: pa.Table, column: str) -> bool:
@@ -584,15 +776,22 @@ def _check_logged(data: LoggedData, spec: PolicySpec) -> None:
     n, d = data.contexts.shape
     if n == 0:
         raise InvalidData("file: no rows", "file")
-    if d != spec.context_dim:
-        raise InvalidData(f"context: {d} context columns, policy {spec.name!r} takes {spec.context_dim}", "context")
+    if d != spec.packed_widths.context:
+        raise InvalidData(
+            f"context: {d} context columns, policy {spec.name!r} takes {spec.packed_widths.context}", "context"
+        )
+    num_actions = spec.num_actions if data.candidates is None else len(data.candidates)
     if not np.isfinite(data.contexts).all():
         row = int(np.flatnonzero(~np.isfinite(data.contexts).all(axis=1))[0])
         raise InvalidData(f"context: row {row} is not finite", "context")
-    bad = np.flatnonzero((data.actions < 0) | (data.actions >= spec.num_actions))
+    if num_actions > spec.num_actions:
+        raise InvalidData(
+            f"actions: {num_actions} candidates, policy {spec.name!r} takes {spec.num_actions}", "actions"
+        )
+    bad = np.flatnonzero((data.actions < 0) | (data.actions >= num_actions))
     if bad.size:
         raise InvalidData(
-            f"action: row {int(bad[0])} has action {int(data.actions[bad[0]])}, outside [0, {spec.num_actions})",
+            f"action: row {int(bad[0])} has action {int(data.actions[bad[0]])}, outside [0, {num_actions})",
             "action",
         )
     bad = np.flatnonzero(~((data.propensities > 0) & (data.propensities <= 1)))
@@ -621,7 +820,7 @@ def import_log(
     """
     progress = progress or NoProgress()
     spec = _spec(log, name)
-    data = read_logged_data(path, fmt, context_prefix, context_columns)
+    data = read_logged_data(path, fmt, context_prefix, context_columns, spec)
     _check_logged(data, spec)
     n = len(data.actions)
     ts_ms = data.ts_ms if data.ts_ms is not None else np.full(n, log.server_time_ms(), np.int64)
@@ -647,6 +846,10 @@ def import_log(
                 greedy=False,
                 unit_id=None,
                 seed=0,
+                context_categorical=None if data.context_categorical is None else data.context_categorical[i].tolist(),
+                candidates=data.candidates,
+                action_features=None if data.action_features is None else data.action_features[i].tolist(),
+                action_categorical=None if data.action_categorical is None else data.action_categorical[i].tolist(),
             )
             for i in rows
         ]
@@ -689,10 +892,28 @@ def _live(log: LogClient, name: str) -> str:
 def _check_shapes(joined: JoinedLog, spec: PolicySpec) -> None:
     if len(joined) == 0:
         raise InvalidData(f"log: no decisions of policy {spec.name!r} in the log or range", "log")
-    if (joined.context_dim, joined.num_actions) != (spec.context_dim, spec.num_actions):
+    widths = spec.packed_widths
+    logged = (
+        joined.context_dim,
+        0 if joined.context_categorical is None else joined.context_categorical.shape[1],
+        0 if joined.action_features is None else joined.action_features.shape[2],
+    )
+    if logged != (widths.context, widths.context_categorical, widths.action):
         raise InvalidData(
-            f"log: the log has d={joined.context_dim}, K={joined.num_actions}; policy {spec.name!r} has "
-            f"d={spec.context_dim}, K={spec.num_actions}",
+            f"log: the log's inputs (numeric, categorical, candidate features) are {logged}; policy "
+            f"{spec.name!r} takes {(widths.context, widths.context_categorical, widths.action)}",
+            "log",
+        )
+    if widths.candidates:
+        if joined.num_actions > spec.num_actions:
+            raise InvalidData(
+                f"log: rows with {joined.num_actions} candidates; policy {spec.name!r} takes at most "
+                f"{spec.num_actions}",
+                "log",
+            )
+    elif joined.num_actions != spec.num_actions:
+        raise InvalidData(
+            f"log: the log has K={joined.num_actions}; policy {spec.name!r} has K={spec.num_actions}",
             "log",
         )
 
@@ -721,9 +942,16 @@ def retrain(
     actions = joined.actions.astype(np.int32, copy=False)
     rewards = joined.rewards.astype(np.float32)
     progress.start(f"retrain {name}", n)
+    chosen = joined.chosen()
     for lo in range(0, n, UPDATE_BATCH):
         hi = min(n, lo + UPDATE_BATCH)
-        policy.update(contexts[lo:hi], actions[lo:hi], rewards[lo:hi], np.ones(hi - lo, np.float32))
+        policy.learn(
+            contexts[lo:hi],
+            actions[lo:hi],
+            rewards[lo:hi],
+            np.ones(hi - lo, np.float32),
+            **{key: values[lo:hi] for key, values in chosen.items()},
+        )
         progress.advance(hi - lo)
     progress.finish()
     new_export = savedmodel.export(policy, spec, store)
@@ -795,6 +1023,7 @@ def evaluate(
             masks=joined.masks,
             greedy=greedy,
             n_bootstrap=n_bootstrap,
+            **joined.packed(),
             alpha=alpha,
             random_state=random_state,
         )

@@ -389,6 +389,47 @@ def fit_reward_model(
     return q_hat
 
 
+def fit_candidate_reward_model(
+    contexts: np.ndarray,
+    candidates: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    ridge: float = 1.0,
+    n_folds: int = 2,
+    random_state: int = 0,
+) -> np.ndarray:
+    """Cross-fitted ridge regression of the reward on the joint features of context and candidate
+    -> [n, K] float64: q_hat[i, k] = vec(x~_i z~_ik^T) . theta_f for every candidate k of row i.
+
+    contexts: [n, d] and candidates: [n, K, f] encoded; actions: [n] the logged candidate's
+    index; rewards: [n]. x~ = [x, 1], z~ = [z, 1]; one theta per fold, fitted on the other folds'
+    logged candidates (as fit_reward_model; the shared model of bandits.shared_linear, so a
+    candidate that was never logged is predicted from its features). O(n D^2), D = (d+1)(f+1).
+    """
+    if n_folds < 2:
+        raise ValueError("n_folds must be at least 2: each row is predicted by a model fitted on the other folds")
+    actions = np.asarray(actions)
+    rewards = np.asarray(rewards, np.float64)
+    n = len(actions)
+    x = np.hstack([np.asarray(contexts, np.float64), np.ones((n, 1))])
+    z = np.concatenate([np.asarray(candidates, np.float64), np.ones((*candidates.shape[:2], 1))], axis=2)
+    chosen = z[np.arange(n), actions]
+    phi = (x[:, :, None] * chosen[:, None, :]).reshape(n, -1)
+    p = phi.shape[1]
+    fold = np.empty(n, np.int64)
+    fold[np.random.default_rng(random_state).permutation(n)] = np.arange(n) % n_folds
+    gram = np.stack([phi[fold == f].T @ phi[fold == f] for f in range(n_folds)])
+    moment = np.stack([phi[fold == f].T @ rewards[fold == f] for f in range(n_folds)])
+    q_hat = np.empty(z.shape[:2])
+    for f in range(n_folds):
+        others = np.arange(n_folds) != f
+        theta = np.linalg.solve(gram[others].sum(axis=0) + ridge * np.eye(p), moment[others].sum(axis=0))
+        rows = fold == f
+        u = x[rows] @ theta.reshape(x.shape[1], z.shape[2])  # [rows, f+1]: Theta^T x~ per row
+        q_hat[rows] = np.einsum("rkf,rf->rk", z[rows], u)
+    return q_hat
+
+
 # -- reports ------------------------------------------------------------------------------------------------
 
 
@@ -473,6 +514,7 @@ def evaluate_policy(
     n_bootstrap: int = 1000,
     alpha: float = 0.05,
     random_state: int = 0,
+    **packed: np.ndarray,
 ) -> OPEReport:
     """Evaluates an exported version on logged decisions.
 
@@ -481,25 +523,43 @@ def evaluate_policy(
     greedy picks the greedy SavedModel instead of the collect one. The evaluation policy's
     action_dist [n, K] comes from the version's probabilities signature with seeds 0..n-1;
     the reward model is fit_reward_model(contexts, actions, rewards, K, random_state=random_state).
+
+    Named features and candidate sets pass their other packed inputs (``context_categorical``,
+    ``action_features`` [n, K, n_a], ``action_categorical``) as keywords, contexts being the
+    packed numeric values; K is then the log's largest candidate set and masks is required.
+    The reward model then reads the encoded features the model reads (its encode signature):
+    fit_reward_model on encoded contexts, or fit_candidate_reward_model on encoded contexts and
+    candidates.
     """
     contexts = np.asarray(contexts, np.float32)
     n, num_actions = len(contexts), model.spec.num_actions
     if n == 0:
         raise ValueError("no logged decisions to evaluate")
+    if "action_features" in packed:
+        assert masks is not None, "candidate sets need their masks"
+        num_actions = int(packed["action_features"].shape[1])
     masks = np.ones((n, num_actions), bool) if masks is None else np.asarray(masks, bool)
     seeds = np.arange(n, dtype=np.int64)
+
+    def batches(function: Any) -> np.ndarray:
+        rows = [slice(start, start + POLICY_BATCH_ROWS) for start in range(0, n, POLICY_BATCH_ROWS)]
+        return [function(part, {key: values[part] for key, values in packed.items()}) for part in rows]
+
     action_dist = np.concatenate(
-        [
-            model.probabilities(
-                greedy,
-                contexts[start : start + POLICY_BATCH_ROWS],
-                masks[start : start + POLICY_BATCH_ROWS],
-                seeds[start : start + POLICY_BATCH_ROWS],
-            )
-            for start in range(0, n, POLICY_BATCH_ROWS)
-        ]
+        batches(lambda part, extra: model.probabilities(greedy, contexts[part], masks[part], seeds[part], **extra))
     ).astype(np.float64)
-    reward_model = fit_reward_model(contexts, actions, rewards, num_actions, random_state=random_state)
+    if model.spec.layout == "vector":
+        reward_model = fit_reward_model(contexts, actions, rewards, num_actions, random_state=random_state)
+    else:
+        encoded = batches(lambda part, extra: model.encode(contexts[part], **extra))
+        context_vectors = np.concatenate([e["context_vector"] for e in encoded])
+        if "action_features" in packed:
+            candidate_vectors = np.concatenate([e["action_vectors"] for e in encoded])
+            reward_model = fit_candidate_reward_model(
+                context_vectors, candidate_vectors, actions, rewards, random_state=random_state
+            )
+        else:
+            reward_model = fit_reward_model(context_vectors, actions, rewards, num_actions, random_state=random_state)
     return evaluate_arrays(
         reward=np.asarray(rewards, np.float64),
         action=np.asarray(actions),
