@@ -9,7 +9,7 @@ from bandits.dqn import DQN
 from bandits.features import FeatureError, FeatureSchema, Preprocessing
 from bandits.lints import LinearThompson
 from bandits.linucb import LinUCB
-from bandits.neural import NeuralEpsilonGreedy, NeuralLinear
+from bandits.neural import CandidateNeuralEpsilonGreedy, CandidateNeuralLinear, NeuralEpsilonGreedy, NeuralLinear
 from bandits.shared_linear import SharedLinearThompson, SharedLinUCB
 
 ALGORITHMS: dict[str, type[Policy]] = {
@@ -24,6 +24,8 @@ ALGORITHMS: dict[str, type[Policy]] = {
 CANDIDATE_ALGORITHMS: dict[str, type[Policy]] = {
     SharedLinUCB.algorithm: SharedLinUCB,
     SharedLinearThompson.algorithm: SharedLinearThompson,
+    CandidateNeuralEpsilonGreedy.algorithm: CandidateNeuralEpsilonGreedy,
+    CandidateNeuralLinear.algorithm: CandidateNeuralLinear,
 }
 """Policies that score per-request candidate sets from each candidate's features (same names)."""
 

@@ -1,10 +1,12 @@
-"""A multilayer perceptron with one reward output per action, and Adam, on plain tf.Variables.
+"""A multilayer perceptron with one reward output per action (or one output per candidate, for a
+tower on a context and a candidate's features), and Adam, on plain tf.Variables.
 
 No Keras: the weights and the optimizer's moments are tf.Variables of tf.Modules, so one
 tf.train.Checkpoint of a policy holds them all and a SavedModel restores them by name.
 
 Notation: hidden layers h_0 = x, h_i = f(h_{i-1} W_i + b_i) for i = 1..L; the representation
-phi(x) = h_L; predicted rewards y_hat = phi(x) W_out + b_out, one column per action.
+phi(x) = h_L; predicted rewards y_hat = phi(x) W_out + b_out, one column per action. For a
+candidate tower the input is x = [context, candidate features] and there is one column.
 """
 
 from __future__ import annotations
@@ -51,12 +53,13 @@ def glorot_uniform(fan_in: int, fan_out: int, seed: tf.Tensor) -> tf.Tensor:
 
 
 class RewardNetwork(tf.Module):
-    """An MLP from contexts [batch, d] to predicted rewards [batch, K]."""
+    """An MLP from inputs [batch, d] to predicted rewards [batch, K]: d is the context width and
+    K the number of actions, or, for a candidate tower, d = context + candidate width and K = 1."""
 
-    def __init__(self, context_dim: int, num_actions: int, hidden_sizes: Sequence[int], activation: str, seed: int):
+    def __init__(self, input_dim: int, num_outputs: int, hidden_sizes: Sequence[int], activation: str, seed: int):
         super().__init__(name="reward_network")
         self.activation = ACTIVATIONS[activation]
-        sizes = [context_dim, *hidden_sizes]
+        sizes = [input_dim, *hidden_sizes]
         self.hidden_weights = []
         self.hidden_biases = []
         # Initial weights take seeds (seed, -1 - layer); minibatch draws take (seed, step >= 0).
@@ -65,8 +68,8 @@ class RewardNetwork(tf.Module):
             self.hidden_weights.append(tf.Variable(glorot_uniform(fan_in, fan_out, seed_pair), name=f"w{layer}"))
             self.hidden_biases.append(tf.Variable(tf.zeros([fan_out]), name=f"b{layer}"))
         out_seed = tf.constant([seed, -1 - len(hidden_sizes)], tf.int64)
-        self.output_weights = tf.Variable(glorot_uniform(sizes[-1], num_actions, out_seed), name="w_out")
-        self.output_bias = tf.Variable(tf.zeros([num_actions]), name="b_out")
+        self.output_weights = tf.Variable(glorot_uniform(sizes[-1], num_outputs, out_seed), name="w_out")
+        self.output_bias = tf.Variable(tf.zeros([num_outputs]), name="b_out")
         self.representation_size = sizes[-1]
 
     @property
@@ -74,16 +77,16 @@ class RewardNetwork(tf.Module):
         """Every trainable variable, in a fixed order (the optimizer's moments follow it)."""
         return [*self.hidden_weights, *self.hidden_biases, self.output_weights, self.output_bias]
 
-    def representation(self, contexts: tf.Tensor) -> tf.Tensor:
+    def representation(self, inputs: tf.Tensor) -> tf.Tensor:
         """phi(x): [batch, d] float32 -> the last hidden layer [batch, representation_size]."""
-        hidden = contexts
+        hidden = inputs
         for weights, bias in zip(self.hidden_weights, self.hidden_biases, strict=True):
             hidden = self.activation(tf.matmul(hidden, weights) + bias)
         return hidden
 
-    def predict(self, contexts: tf.Tensor) -> tf.Tensor:
-        """[batch, d] float32 -> predicted reward of every action [batch, K]."""
-        return tf.matmul(self.representation(contexts), self.output_weights) + self.output_bias
+    def predict(self, inputs: tf.Tensor) -> tf.Tensor:
+        """[batch, d] float32 -> predicted reward of every output [batch, K]."""
+        return tf.matmul(self.representation(inputs), self.output_weights) + self.output_bias
 
 
 def weighted_squared_error(
