@@ -15,6 +15,14 @@ import bandits
 from bandits.features import FeatureSchema, Preprocessing
 
 NAME_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
+
+
+class InvalidSpec(ValueError):
+    """A policy definition's field is invalid; ``field`` names it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
 Aggregation = Literal["earliest", "sum"]
 
 
@@ -76,6 +84,12 @@ class PolicySpec:
     with features encoded to this width, and num_actions is the most candidates per call."""
     action_features: list[dict[str, Any]] | None = None
     """The candidates' feature schema, or None for plain vectors of action_feature_dim numbers."""
+    baseline: int | None = None
+    """The baseline action (what the app would do without the policy): an action index, or for
+    candidate sets a position in each request's actions (0, the first, as in Personalizer).
+    Apprentice mode serves it; off-policy reports estimate its value beside the policy's."""
+    mode: Literal["online", "apprentice"] = "online"
+    """The mode the policy is created in (service.modes keeps the current one)."""
 
     @property
     def takes_candidates(self) -> bool:
@@ -157,22 +171,30 @@ def resolve(
     features: list[dict[str, Any]] | None = None,
     action_feature_dim: int = 0,
     action_features: list[dict[str, Any]] | None = None,
+    baseline: int | None = None,
+    mode: Literal["online", "apprentice"] = "online",
 ) -> PolicySpec:
     """Validates a policy definition and fills in the algorithm's defaults.
 
     With a feature schema (``features``, ``action_features``) the encoded widths replace
     ``context_dim`` and ``action_feature_dim``; a policy with either candidate argument takes
     candidate sets of at most ``num_actions``. Raises KeyError for an unknown algorithm (or
-    one without a candidate-set form), bandits.InvalidHyperparameter for a bad hyperparameter
-    and bandits.FeatureError for a bad schema.
+    one without a candidate-set form), bandits.InvalidHyperparameter for a bad hyperparameter,
+    bandits.FeatureError for a bad schema and InvalidSpec for another bad field.
     """
     if features is not None:
         context_dim = FeatureSchema.parse(features, "features").width
     if action_features is not None:
         action_feature_dim = FeatureSchema.parse(action_features, "action_features").width
+    if baseline is None and action_feature_dim > 0:
+        baseline = 0
+    if baseline is not None and not 0 <= baseline < num_actions:
+        raise InvalidSpec("baseline", f"must be an action index in [0, {num_actions})")
+    if mode == "apprentice" and baseline is None:
+        raise InvalidSpec("baseline", "apprentice mode serves the baseline action; name one")
     policy_type = bandits.policy_type(algorithm, action_feature_dim > 0)
     if policy_type.sequential and features is not None and FeatureSchema.parse(features, "features").categorical:
-        raise bandits.FeatureError("features", f"{algorithm} takes numeric features only")
+        raise InvalidSpec("features", f"{algorithm} takes numeric features only")
     config = bandits.config_from_dict(policy_type.Config, hyperparameters)
     hyperparameters = dataclasses.asdict(config)
     training = training or TrainingConfig()
@@ -188,4 +210,6 @@ def resolve(
         features,
         action_feature_dim,
         action_features,
+        baseline,
+        mode,
     )

@@ -16,6 +16,7 @@ from service.experiments import ExperimentRouter
 from service.livewatch import LiveWatch
 from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestMetrics
+from service.modes import PolicyModes
 from service.redislog import RedisLog
 from service.registry import PolicyRegistry
 from service.rewards import Rewarder
@@ -43,12 +44,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         experiments = ExperimentRouter(log)
         spool = Spool(settings.spool_path, settings.spool_max_bytes)
         metrics.spool_bytes.set_function(lambda: spool.file.pending_bytes)
+        modes = PolicyModes(log)
         decider = Decider(
-            registry, log, metrics, settings.batch_max_size, settings.batch_max_wait_ms / 1000, experiments, spool
+            registry,
+            log,
+            metrics,
+            settings.batch_max_size,
+            settings.batch_max_wait_ms / 1000,
+            experiments,
+            spool,
+            modes,
         )
         watch = LiveWatch(registry, log, settings.live_poll_seconds, metrics)
         app.state.log, app.state.registry, app.state.decider = log, registry, decider
-        app.state.experiments, app.state.spool = experiments, spool
+        app.state.experiments, app.state.spool, app.state.modes = experiments, spool, modes
         app.state.rewarder = Rewarder(log, registry, metrics, spool)
         try:
             await registry.start()

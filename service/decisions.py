@@ -23,6 +23,7 @@ from service.batcher import MicroBatcher
 from service.errors import Conflict, InvalidInput, ServiceError, Unavailable
 from service.experiments import ExperimentRouter
 from service.metrics import Metrics
+from service.modes import PolicyModes
 from service.redislog import RedisLog
 from service.registry import PolicyRegistry, ServedPolicy
 from service.schemas import ActRequest
@@ -60,6 +61,8 @@ class Row:
     """Candidate sets: the ids, in request order."""
     action_features: np.ndarray | None = None  # [K, n_a] float32
     action_categorical: list[list[str]] | None = None  # [K][m_a]
+    apprentice: bool = False
+    """Serve the policy's baseline action; log the policy's own choice beside it."""
 
 
 def _features(schema: FeatureSchema, values: list[float] | dict[str, Any], field: str) -> tuple[list[float], list[str]]:
@@ -154,6 +157,15 @@ def _candidates(spec: PolicySpec, request: ActRequest, name: str) -> dict[str, A
     }
 
 
+def _baseline(baseline: int, mask: np.ndarray | None) -> int:
+    """The baseline action, or where the call does not allow it the first allowed one after it."""
+    if mask is None:
+        return baseline
+    allowed = np.flatnonzero(mask)
+    later = allowed[allowed >= baseline]
+    return int(later[0] if later.size else allowed[0])
+
+
 def batch_inputs(spec: PolicySpec, rows: list[Row]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """The rows as one SavedModel call: context [B, n], mask [B, K] and the layout's other inputs.
 
@@ -193,8 +205,10 @@ class Decider:
         batch_max_wait_seconds: float,
         experiments: ExperimentRouter,
         spool: Spool,
+        modes: PolicyModes,
     ) -> None:
         self.experiments = experiments
+        self.modes = modes
         self.spool = spool
         spool.register(KIND, self._replay)
         self.registry = registry
@@ -239,6 +253,7 @@ class Decider:
             greedy=request.greedy,
             unit_id=request.unit_id,
             session_id=request.session_id,
+            apprentice=served.spec.baseline is not None and await self.modes.get(policy) == "apprentice",
             **inputs,
         )
         if assignment is not None:
@@ -348,12 +363,20 @@ class Decider:
             assert decision is not None
             out = decision
             index = int(out["action"])
+            apprentice = None
+            if row.apprentice:
+                assert spec.baseline is not None
+                apprentice = {"action": index, "propensity": float(out["propensity"])}
+                out = out | {"propensity": np.float32(1.0)}
+                index = _baseline(spec.baseline, row.mask)
             body: dict[str, Any] = {"event_id": row.event_id, "action": index}
             scores = out["scores"]
             if row.candidate_ids is not None:
                 scores = scores[: len(row.candidate_ids)]
                 body = {"event_id": row.event_id, "action": row.candidate_ids[index], "action_index": index}
             body |= {"propensity": out["propensity"], "policy": name, "version": served.version, "scores": scores}
+            if row.apprentice:
+                body["mode"] = "apprentice"
             if row.experiment is not None:
                 body["propensity"] = np.float32(row.variant_probability * float(out["propensity"]))
                 body["experiment"] = row.experiment
@@ -383,6 +406,7 @@ class Decider:
                     candidates=row.candidate_ids,
                     action_features=None if row.action_features is None else row.action_features.tolist(),
                     action_categorical=row.action_categorical,
+                    apprentice=apprentice,
                 )
             )
         earlier = await self._log(records, responses, spec.reward.wait_seconds)

@@ -82,7 +82,18 @@ class RedisLog:
         added = await self.client.hsetnx(eventlog.POLICIES, spec.name, orjson.dumps(spec.to_dict()))
         if added:
             await self.client.hset(eventlog.LIVE, spec.name, live_version)
+            await self.client.hset(eventlog.MODES, spec.name, spec.mode)
         return bool(added)
+
+    @_storage_errors
+    async def mode(self, name: str) -> str:
+        """The policy's serving mode (eventlog.MODE_VALUES); online when none was recorded."""
+        raw = await self.client.hget(eventlog.MODES, name)
+        return "online" if raw is None else _str(raw)
+
+    @_storage_errors
+    async def set_mode(self, name: str, mode: str) -> None:
+        await self.client.hset(eventlog.MODES, name, mode)
 
     @_storage_errors
     async def policy(self, name: str) -> tuple[PolicySpec, str] | None:

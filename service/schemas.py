@@ -224,6 +224,16 @@ class ActResponse(BaseModel):
     variant: str | None = None
     variant_probability: float | None = None
     """Present when an experiment routed the call."""
+    mode: str | None = None
+    """"apprentice" when the policy is in apprentice mode: ``action`` is its baseline."""
+
+
+class ModeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"mode": "online"}]})
+
+    mode: Literal["online", "apprentice"]
+    """online: the policy decides. apprentice: /act serves the baseline action while the policy
+    learns and its agreement with the baseline is counted (GET /policies/{name}: apprentice)."""
 
 
 class RewardRequest(BaseModel):
@@ -328,6 +338,13 @@ class PolicyCreate(BaseModel):
     """Candidate sets with named candidate features: their schema (as ``features``)."""
     max_candidates: Annotated[StrictInt, Field(ge=1, le=MAX_VECTOR)] | None = None
     """Candidate sets: the most candidates per /act (default BANDIT_MAX_CANDIDATES, 256)."""
+    baseline: Annotated[StrictInt, Field(ge=0, le=MAX_VECTOR)] | None = None
+    """The baseline action (what the app does today): an action index, or for candidate sets a
+    position in each request's actions (default 0: the first, as in Personalizer). Apprentice
+    mode serves it; evaluations and experiment reports estimate its value."""
+    mode: Literal["online", "apprentice"] = "online"
+    """online: the policy decides. apprentice: /act serves the baseline action while the policy
+    learns from it and logs what it would have chosen (switch with PUT /policies/{name}/mode)."""
     hyperparameters: dict[str, Finite | StrictInt | HyperText | HyperList] = {}
     """Algorithm hyperparameters (README, "Algorithms"): e.g. linucb {alpha, ridge}; neural_linear
     {hidden_sizes: [64, 64], activation: "relu", mode: "ts", ...}; dqn {discount, ...}."""
@@ -378,6 +395,12 @@ class PolicyInfo(BaseModel):
     action_feature_dim: int = 0
     """0 for a fixed set of actions; else the encoded width of a candidate's features."""
     action_features: list[dict[str, Any]] | None = None
+    baseline: int | None = None
+    mode: str = "online"
+    """online or apprentice (serving the baseline while learning)."""
+    apprentice: dict[str, float | int | None] = {}
+    """Decisions the policy has made in apprentice mode, and how many matched the baseline
+    (counted by the trainer): {decisions, matches, match_rate}."""
     hyperparameters: dict[str, Any]
     reward: dict[str, Any]
     training: dict[str, Any]

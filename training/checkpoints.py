@@ -43,6 +43,10 @@ class TrainerState:
     """Examples applied to the variables, in total."""
     reward_sum: float = 0.0
     """Sum of the rewards of those examples (for the running mean)."""
+    apprentice_decisions: int = 0
+    """Decisions read that were served in apprentice mode ..."""
+    apprentice_matches: int = 0
+    """... and how many of them the policy would have chosen alike (the baseline)."""
     join: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     """RewardJoin.state(): pending decisions and outcome counts."""
 

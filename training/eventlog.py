@@ -10,6 +10,7 @@ Keys (``{p}`` is a policy name, ``{e}`` an event id):
     banditd:event:{e}                hash  what /reward needs to validate a reward and what
                                            /act needs to answer a repeated event id; expires
                                            wait_seconds + margin after the decision
+    banditd:modes                    hash  name -> serving mode: "online" or "apprentice"
     banditd:candidates               hash  name -> candidate version ("<export>.0") written by
                                            an offline retrain, served only once promoted
 
@@ -29,6 +30,8 @@ MAX_IMPORTANCE_WEIGHT = 50.0
 POLICIES = f"{PREFIX}:policies"
 LIVE = f"{PREFIX}:live"
 CANDIDATES = f"{PREFIX}:candidates"
+MODES = f"{PREFIX}:modes"
+MODE_VALUES = ("online", "apprentice")
 
 
 def decisions_key(policy: str) -> str:
@@ -94,6 +97,9 @@ class DecisionRecord:
     """Candidate sets: every candidate's numeric features [K][n_a], packed like ``context``."""
     action_categorical: list[list[str]] | None = None
     """Candidate sets with named features: every candidate's categorical values [K][m_a]."""
+    apprentice: dict[str, Any] | None = None
+    """Apprentice mode: ``action`` is the baseline that was served (propensity 1) and this is
+    what the policy would have chosen: {action, propensity}."""
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -118,6 +124,7 @@ class DecisionRecord:
             "candidates": _optional_json(self.candidates),
             "action_features": _optional_json(self.action_features),
             "action_categorical": _optional_json(self.action_categorical),
+            "apprentice": _optional_json(self.apprentice),
         }
 
     @classmethod
@@ -145,6 +152,7 @@ class DecisionRecord:
             candidates=_optional(f.get("candidates")),
             action_features=_optional(f.get("action_features")),
             action_categorical=_optional(f.get("action_categorical")),
+            apprentice=_optional(f.get("apprentice")),
         )
 
 
@@ -173,6 +181,8 @@ class TrainingDecision:
     """Candidate sets: the chosen candidate's numeric features."""
     action_categorical: list[str] | None = None
     """Candidate sets with named features: the chosen candidate's categorical values."""
+    apprentice_action: int | None = None
+    """Apprentice mode: what the policy would have chosen (``action`` is the served baseline)."""
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes], shadow: str | None = None) -> TrainingDecision:
@@ -196,6 +206,7 @@ class TrainingDecision:
             context_categorical=_optional(fields.get(b"context_categorical")),
             action_features=_chosen(fields.get(b"action_features"), action),
             action_categorical=_chosen(fields.get(b"action_categorical"), action),
+            apprentice_action=orjson.loads(raw)["action"] if (raw := fields.get(b"apprentice")) else None,
         )
 
 

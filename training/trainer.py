@@ -159,6 +159,9 @@ class PolicyTrainer:
             )
             for entry, record in batch:
                 self.join.add_decision(record)
+                if record.apprentice_action is not None:
+                    self.state.apprentice_decisions += 1
+                    self.state.apprentice_matches += record.apprentice_action == record.action
                 if self.sessions is not None:
                     self.sessions.add_decision(record)
                 self.state.decisions_position = entry
@@ -325,6 +328,8 @@ class PolicyTrainer:
             "reward_sum": self.state.reward_sum,
             "live": self.live,
             "last_publish_ms": self.last_publish_ms,
+            "apprentice_decisions": self.state.apprentice_decisions,
+            "apprentice_matches": self.state.apprentice_matches,
             **{outcome: self.join.outcomes[outcome] for outcome in OUTCOMES},
             **{MODEL_STAT + k: "" if v is None else v for k, v in model.items()},
         }

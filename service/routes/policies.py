@@ -14,7 +14,7 @@ from exporter.spec import PolicySpec
 from service.auth import require_admin, require_admin_policy, require_read, require_read_policy
 from service.errors import InvalidInput, LimitReached, NotFound
 from service.registry import PolicyRegistry
-from service.schemas import PolicyCreate, PolicyInfo, PolicyList, RollbackRequest, error_responses
+from service.schemas import ModeRequest, PolicyCreate, PolicyInfo, PolicyList, RollbackRequest, error_responses
 from training import checkpoints
 from training.eventlog import parse_version
 from training.trainer import MODEL_STAT
@@ -60,8 +60,10 @@ def _spec_from(body: PolicyCreate, max_candidates: int) -> policy_spec.PolicySpe
             features=body.features,
             action_feature_dim=body.action_feature_dim or 0,
             action_features=body.action_features,
+            baseline=body.baseline,
+            mode=body.mode,
         )
-    except bandits.FeatureError as error:
+    except (bandits.FeatureError, policy_spec.InvalidSpec) as error:
         raise InvalidInput(str(error), error.field) from error
     except bandits.InvalidHyperparameter as error:
         section = "exploration" if error.field in exploration else "hyperparameters"
@@ -86,6 +88,9 @@ async def _info(request: Request, name: str) -> PolicyInfo:
         features=spec.features,
         action_feature_dim=spec.action_feature_dim,
         action_features=spec.action_features,
+        baseline=spec.baseline,
+        mode=await request.app.state.modes.get(name),
+        apprentice=_apprentice(trainer),
         hyperparameters=spec.hyperparameters,
         reward=dataclasses.asdict(spec.reward),
         training=dataclasses.asdict(spec.training),
@@ -105,6 +110,14 @@ async def _info(request: Request, name: str) -> PolicyInfo:
         mean_reward=float(trainer["reward_sum"]) / applied if applied else None,
         model={k[len(MODEL_STAT) :]: _number(v) for k, v in trainer.items() if k.startswith(MODEL_STAT)},
     )
+
+
+def _apprentice(trainer: dict[str, str]) -> dict[str, float | int | None]:
+    decisions = int(trainer.get("apprentice_decisions", 0))
+    if not decisions:
+        return {}
+    matches = int(trainer.get("apprentice_matches", 0))
+    return {"decisions": decisions, "matches": matches, "match_rate": matches / decisions}
 
 
 def _number(text: str) -> float | int | None:
@@ -198,6 +211,22 @@ async def rollback(name: str, body: RollbackRequest, request: Request) -> Policy
     version = f"{target[0]}.{checkpoint}"
     await log.set_live(name, version)
     await registry.apply(name, version)
+    return await _info(request, name)
+
+
+@router.put(
+    "/{name}/mode",
+    response_model=PolicyInfo,
+    dependencies=[Depends(require_admin_policy)],
+    responses=error_responses({404: "Unknown policy", 422: "The policy has no baseline to serve"}),
+)
+async def set_mode(name: str, body: ModeRequest, request: Request) -> PolicyInfo:
+    """Switches between apprentice mode (serve the baseline, learn, count agreement) and online
+    mode (the policy decides); every replica follows within a second."""
+    served = await request.app.state.registry.get(name)
+    if body.mode == "apprentice" and served.spec.baseline is None:
+        raise InvalidInput(f"mode: policy {name!r} names no baseline action to serve", "mode")
+    await request.app.state.modes.set(name, body.mode)
     return await _info(request, name)
 
 

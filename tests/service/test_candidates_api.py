@@ -176,3 +176,33 @@ def test_dqn_takes_no_candidates(client: TestClient) -> None:
         "/policies", json={"name": "q", "algorithm": "dqn", "context_dim": 2, "action_feature_dim": 2}
     )
     assert response.status_code == 422 and response.json()["field"] == "algorithm"
+
+
+def test_apprentice_mode_serves_the_baseline_and_logs_the_policys_choice(
+    client: TestClient, redis_client: redis.Redis
+) -> None:
+    created = client.post(
+        "/policies",
+        json={"name": "appr", "algorithm": "linucb", "context_dim": 2, "action_feature_dim": 1, "mode": "apprentice"},
+    )
+    assert created.status_code == 201, created.text
+    assert (created.json()["mode"], created.json()["baseline"]) == ("apprentice", 0)
+    actions = [{"id": f"a{k}", "features": [float(k)]} for k in range(5)]
+    body = {"policy": "appr", "context": [1.0, -1.0], "actions": actions, "excluded": ["a0"]}
+    for _ in range(5):
+        decision = client.post("/act", json=body).json()
+        # The baseline (the first candidate) is excluded: the first allowed one after it is served.
+        assert (decision["action"], decision["propensity"], decision["mode"]) == ("a1", 1.0, "apprentice")
+    records = [eventlog.DecisionRecord.from_fields(f) for _, f in redis_client.xrange(eventlog.decisions_key("appr"))]
+    assert all(r.action == 1 and r.propensity == 1.0 and r.apprentice is not None for r in records)
+    assert {r.apprentice["action"] for r in records} <= {1, 2, 3, 4}  # type: ignore[index]
+    switched = client.put("/policies/appr/mode", json={"mode": "online"})
+    assert switched.status_code == 200 and switched.json()["mode"] == "online"
+    online = client.post("/act", json=body).json()
+    assert "mode" not in online or online["mode"] is None
+    no_baseline = client.post(
+        "/policies", json={"name": "plain", "algorithm": "linucb", "context_dim": 2, "num_actions": 3}
+    )
+    assert no_baseline.status_code == 201
+    refused = client.put("/policies/plain/mode", json={"mode": "apprentice"})
+    assert refused.status_code == 422 and refused.json()["field"] == "mode"

@@ -162,3 +162,38 @@ def test_named_features_are_packed_encoded_and_learned_alike(
     assert encoded["context_vector"][0, 4:].sum() == 1  # city hashed into one of 4 buckets
     local = trainer.policy.greedy(local_context, np.ones((1, 5), bool), np.zeros(1, np.int64), local_actions)
     np.testing.assert_allclose(served["scores"], local["scores"].numpy()[0], rtol=1e-5, atol=1e-6)
+
+
+def test_apprentice_mode_learns_from_the_baseline_and_counts_agreement(
+    app_client: TestClient, policy_trainer: Callable[..., PolicyTrainer]
+) -> None:
+    sim = CandidateSimulator(context_dim=3, item_feature_dim=2, pool_size=30, candidates=6, seed=8)
+    created = app_client.post(
+        "/policies",
+        json={"name": "appr", "algorithm": "linucb", "context_dim": 3, "action_feature_dim": 2, "mode": "apprentice"},
+    )
+    assert created.status_code == 201, created.text
+    contexts, served, rewards, agreed = [], [], [], 0
+    for _ in range(60):
+        x, ids, z = sim.round()
+        x = x.round(5)
+        sent = candidates_of(ids, z)
+        decision = app_client.post("/act", json={"policy": "appr", "context": x.tolist(), "actions": sent}).json()
+        assert decision["action"] == sent[0]["id"]  # the baseline: the first candidate
+        features = np.array(sent[0]["features"])
+        reward = round(sim.reward(x, features), 5)
+        app_client.post("/reward", json={"event_id": decision["event_id"], "reward": reward})
+        contexts.append(x)
+        served.append(features)
+        rewards.append(reward)
+    trainer = policy_trainer("appr")
+    assert trainer.step() == 60
+    phi = joint(np.array(contexts), np.array(served))
+    theta = np.linalg.solve(np.eye(phi.shape[1]) + phi.T @ phi, phi.T @ np.array(rewards))
+    np.testing.assert_allclose(trainer.policy.state.theta.numpy()[0], theta, rtol=1e-4, atol=1e-5)
+    trainer.publish()
+    info = app_client.get("/policies/appr").json()
+    assert info["mode"] == "apprentice" and info["apprentice"]["decisions"] == 60
+    # Untrained, the policy's UCB scores tie on nothing: it agrees with the baseline only sometimes.
+    agreed = info["apprentice"]["matches"]
+    assert 0 <= agreed < 60 and info["apprentice"]["match_rate"] == agreed / 60
