@@ -29,6 +29,7 @@ from service.registry import PolicyRegistry, ServedPolicy
 from service.schemas import ActRequest
 from service.spool import Spool
 from training.eventlog import DecisionRecord
+from training.ope import baseline_actions
 
 logger = logging.getLogger(__name__)
 
@@ -155,15 +156,6 @@ def _candidates(spec: PolicySpec, request: ActRequest, name: str) -> dict[str, A
         "action_features": np.asarray(numeric, np.float32).reshape(len(ids), schema.numeric_width),
         "action_categorical": categorical if schema.named else None,
     }
-
-
-def _baseline(baseline: int, mask: np.ndarray | None) -> int:
-    """The baseline action, or where the call does not allow it the first allowed one after it."""
-    if mask is None:
-        return baseline
-    allowed = np.flatnonzero(mask)
-    later = allowed[allowed >= baseline]
-    return int(later[0] if later.size else allowed[0])
 
 
 def batch_inputs(spec: PolicySpec, rows: list[Row]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -368,7 +360,8 @@ class Decider:
                 assert spec.baseline is not None
                 apprentice = {"action": index, "propensity": float(out["propensity"])}
                 out = out | {"propensity": np.float32(1.0)}
-                index = _baseline(spec.baseline, row.mask)
+                allowed = np.ones((1, len(out["scores"])), bool) if row.mask is None else row.mask[None]
+                index = int(baseline_actions(spec.baseline, allowed)[0])
             body: dict[str, Any] = {"event_id": row.event_id, "action": index}
             scores = out["scores"]
             if row.candidate_ids is not None:

@@ -11,7 +11,7 @@ import numpy as np
 from exporter.spec import PolicySpec
 from service.errors import InvalidInput, NotFound, Unavailable
 from service.redislog import RedisLog
-from training.eventlog import DecisionRecord, RewardRecord
+from training.eventlog import DecisionRecord, RewardRecord, TrainingDecision
 from training.experiments import Experiment, Variant, assign_fixed, assign_thompson, lift, mean_interval
 from training.join import RewardJoin
 
@@ -86,7 +86,7 @@ def _report_rows(
         record = DecisionRecord.from_fields(fields)
         if record.experiment == experiment.name:
             meta[record.event_id] = record
-            join.add_decision(record)  # type: ignore[arg-type]  # has every field the join reads
+            join.add_decision(TrainingDecision.from_fields(fields))
     for _, fields in rewards:
         reward = RewardRecord.from_raw(fields)
         if reward.event_id in meta:
@@ -94,18 +94,16 @@ def _report_rows(
     join.close_windows(now_ms)
     examples = join.take()
     records = [meta[e] for e in examples.event_ids]
-    k = spec.num_actions
     return {
         "decided": {
             variant: sum(1 for r in meta.values() if r.variant == variant)
             for variant in {r.variant for r in meta.values()}
         },
         "variants": [r.variant for r in records],
-        "contexts": examples.contexts,
+        "records": records,
         "actions": examples.actions,
         "rewards": examples.rewards.astype(np.float64),
         "pscores": np.array([r.variant_probability * r.propensity for r in records], np.float64),
-        "masks": np.array([r.mask if r.mask is not None else [True] * k for r in records], bool).reshape(-1, k),
     }
 
 
@@ -116,8 +114,10 @@ def build_report(
     models: dict[str, Any],
     now_ms: int,
 ) -> dict[str, Any]:
-    """Per variant: counts, mean reward with a 95% interval, lift against the control, and the
-    off-policy estimate of its policy on all of the experiment's completed traffic.
+    """{"variants": per variant counts, mean reward with a 95% interval, lift against the control,
+    and the off-policy estimate of its policy on all of the experiment's completed traffic;
+    "baseline": the off-policy estimate of always taking the control policy's baseline action
+    (None when it names none)}.
 
     specs, streams, models: by policy name (models are LoadedVersions). Blocking: run off the loop.
     """
@@ -143,29 +143,43 @@ def build_report(
             "lift": None if variant.name == experiment.control else lift(own, control),
             "off_policy": _off_policy(variant.policy, parts, specs, models),
         }
-    return report
+    control = experiment.variant(experiment.control).policy
+    baseline = None
+    if specs[control].baseline is not None:
+        baseline = {
+            "action": specs[control].baseline,
+            "off_policy": _off_policy(control, parts, specs, models, baseline=True),
+        }
+    return {"variants": report, "baseline": baseline}
 
 
 def _off_policy(
-    policy: str, parts: list[dict[str, Any]], specs: dict[str, PolicySpec], models: dict[str, Any]
+    policy: str,
+    parts: list[dict[str, Any]],
+    specs: dict[str, PolicySpec],
+    models: dict[str, Any],
+    baseline: bool = False,
 ) -> dict[str, Any] | None:
     """The policy's off-policy value on every completed decision of the experiment (logged with
-    the experiment's overall propensities), when the inputs fit the policy."""
-    from training import ope  # noqa: PLC0415 - keeps service start-up free of the estimators
+    the experiment's overall propensities; every variant's policy takes the same inputs), or
+    with ``baseline`` the value of always taking that policy's baseline action."""
+    from training import offline, ope  # noqa: PLC0415 - keeps service start-up free of the estimators
 
     if not parts or sum(len(p["actions"]) for p in parts) < 2:
         return None
     spec = specs[policy]
-    usable = [
-        p for p in parts if p["contexts"].shape[1] == spec.context_dim and p["masks"].shape[1] == spec.num_actions
-    ]
-    report = ope.evaluate_policy(
-        models[policy],
-        np.concatenate([p["contexts"] for p in usable]),
-        np.concatenate([p["actions"] for p in usable]),
-        np.concatenate([p["rewards"] for p in usable]),
-        np.concatenate([p["pscores"] for p in usable]),
-        masks=np.concatenate([p["masks"] for p in usable]),
-        n_bootstrap=200,
+    inputs = offline.record_inputs(spec, [r for p in parts for r in p["records"]])
+    contexts, masks = inputs.pop("contexts"), inputs.pop("masks")
+    inputs = {k: v for k, v in inputs.items() if k in ("context_categorical", "action_features", "action_categorical")}
+    logged = (
+        contexts,
+        np.concatenate([p["actions"] for p in parts]),
+        np.concatenate([p["rewards"] for p in parts]),
+        np.concatenate([p["pscores"] for p in parts]),
     )
+    if baseline:
+        assert spec.baseline is not None
+        report = ope.evaluate_baseline(models[policy], spec.baseline, *logged, masks=masks, n_bootstrap=200, **inputs)
+    else:
+        report = ope.evaluate_policy(models[policy], *logged, masks=masks, n_bootstrap=200, **inputs)
     return report.to_dict()

@@ -550,6 +550,9 @@ class ExperimentReport(BaseModel):
     """Per variant: decisions, completed (reward known or window closed), mean reward with a 95%
     interval, lift against the control (difference, interval, relative, p-value) and the
     off-policy estimate of its policy on all the experiment's logged traffic."""
+    baseline: dict[str, Any] | None = None
+    """When the control policy names a baseline action: {action, off_policy}, the off-policy
+    estimate of always taking it on the same traffic (what the app would get without a bandit)."""
 
 
 # -- offline jobs (admin) ------------------------------------------------------------------
@@ -665,6 +668,9 @@ class EvaluateResponse(BaseModel):
     """On-policy value of the logged traffic: mean reward with a normal 95% interval."""
     candidate: OffPolicyEstimates
     live: OffPolicyEstimates
+    baseline: OffPolicyEstimates | None = None
+    """Always taking the policy's baseline action (when it names one; for candidate sets the
+    first candidate), estimated on the same log with the same reward model."""
     promoted_version: str | None
     """With auto_promote: the new live version if the candidate was promoted, else null."""
 

@@ -42,7 +42,7 @@ from exporter import loader, savedmodel
 from exporter.spec import PackedWidths, PolicySpec
 from training import checkpoints, eventlog
 from training.logclient import LogClient
-from training.ope import evaluate_policy
+from training.ope import evaluate_baseline, evaluate_policy
 
 logger = logging.getLogger(__name__)
 
@@ -507,38 +507,17 @@ def _joined(
     reward_sums: dict[str, float],
     reward_times: dict[str, int],
 ) -> JoinedLog:
-    widths = spec.packed_widths
-    n, d, k = len(decisions), widths.context, spec.num_actions
     records = [record for _, record in decisions]
     rewarded = np.array([entry in reward_sums for entry, _ in decisions], bool)
-    has_mask = any(r.mask is not None for r in records)
-    packed: dict[str, Any] = {}
-    if widths.named_context:
-        packed["context_categorical"] = np.array([r.context_categorical for r in records], dtype=object).reshape(
-            n, widths.context_categorical
-        )
-    if widths.candidates:
-        k = max((len(r.candidates or ()) for r in records), default=1)
-        packed |= _padded_candidates(
-            [r.candidates or [] for r in records],
-            [r.mask or [] for r in records],
-            [r.action_features or [] for r in records],
-            [r.action_categorical for r in records] if widths.action_categorical else None,
-            widths,
-            k,
-        )
+    inputs = record_inputs(spec, records)
     return JoinedLog(
         policy=spec.name,
-        num_actions=k,
+        num_actions=inputs.pop("num_actions"),
         event_ids=np.array([r.event_id for r in records], dtype=object),
         ts_ms=np.array([r.ts_ms for r in records], np.int64),
         versions=np.array([r.version for r in records], dtype=object),
-        contexts=np.array([r.context for r in records], np.float32).reshape(n, d),
-        masks=packed.pop("masks")
-        if widths.candidates
-        else np.array([r.mask if r.mask is not None else [True] * k for r in records], bool).reshape(n, k)
-        if has_mask
-        else None,
+        contexts=inputs.pop("contexts"),
+        masks=inputs.pop("masks"),
         actions=np.array([r.action for r in records], np.int32),
         propensities=np.array([r.variant_probability * r.propensity for r in records], np.float64),
         rewards=np.array([reward_sums.get(entry, spec.reward.default) for entry, _ in decisions], np.float64),
@@ -547,8 +526,38 @@ def _joined(
         experiments=np.array([r.experiment for r in records], dtype=object),
         variants=np.array([r.variant for r in records], dtype=object),
         greedy=np.array([r.greedy for r in records], bool),
-        **packed,
+        **inputs,
     )
+
+
+def record_inputs(spec: PolicySpec, records: Sequence[eventlog.DecisionRecord]) -> dict[str, Any]:
+    """The decisions' model inputs as arrays: contexts [n, d], masks [n, K] (None when no row
+    had one), num_actions K (for candidate sets the largest set), and for named features or
+    candidate sets context_categorical, candidates, action_features, action_categorical."""
+    widths = spec.packed_widths
+    n, k = len(records), spec.num_actions
+    out: dict[str, Any] = {
+        "contexts": np.array([r.context for r in records], np.float32).reshape(n, widths.context),
+        "num_actions": k,
+        "masks": None,
+    }
+    if widths.named_context:
+        out["context_categorical"] = np.array([r.context_categorical for r in records], dtype=object).reshape(
+            n, widths.context_categorical
+        )
+    if widths.candidates:
+        out["num_actions"] = k = max((len(r.candidates or ()) for r in records), default=1)
+        out |= _padded_candidates(
+            [r.candidates or [] for r in records],
+            [r.mask or [] for r in records],
+            [r.action_features or [] for r in records],
+            [r.action_categorical for r in records] if widths.action_categorical else None,
+            widths,
+            k,
+        )
+    elif any(r.mask is not None for r in records):
+        out["masks"] = np.array([r.mask if r.mask is not None else [True] * k for r in records], bool).reshape(n, k)
+    return out
 
 
 def _padded_candidates(
@@ -1002,8 +1011,9 @@ def evaluate(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Off-policy estimates (IPW, SNIPW, DM, DR, SNDR with (1 - alpha) bootstrap intervals) of
-    the candidate's and the live version's value on a joined log, and the logging policy's
-    on-policy value (the mean logged reward) for reference."""
+    the candidate's and the live version's value on a joined log, of the baseline action's
+    ("baseline", when the policy names one), and the logging policy's on-policy value (the mean
+    logged reward) for reference."""
     progress = progress or NoProgress()
     candidate_version = candidate(log, name)
     live = _live(log, name)
@@ -1028,6 +1038,22 @@ def evaluate(
             random_state=random_state,
         )
         reports[role] = _report(report)
+        if role == "live" and model.spec.baseline is not None:
+            reports["baseline"] = _report(
+                evaluate_baseline(
+                    model,
+                    model.spec.baseline,
+                    joined.contexts,
+                    joined.actions,
+                    joined.rewards,
+                    joined.propensities,
+                    masks=joined.masks,
+                    n_bootstrap=n_bootstrap,
+                    alpha=alpha,
+                    random_state=random_state,
+                    **joined.packed(),
+                )
+            )
         progress.advance(1)
     progress.finish()
     return {

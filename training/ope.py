@@ -389,6 +389,87 @@ def fit_reward_model(
     return q_hat
 
 
+def _masks(model: LoadedVersion, contexts: np.ndarray, masks: np.ndarray | None, packed: dict[str, Any]) -> np.ndarray:
+    """[n, K] allowed actions: for candidate sets the given masks (K the largest set), else all
+    of the policy's K actions unless masks says otherwise."""
+    if len(contexts) == 0:
+        raise ValueError("no logged decisions to evaluate")
+    if "action_features" in packed:
+        assert masks is not None, "candidate sets need their masks"
+    num_actions = model.spec.num_actions
+    return np.ones((len(contexts), num_actions), bool) if masks is None else np.asarray(masks, bool)
+
+
+def _batches(n: int, packed: dict[str, np.ndarray], function: Callable[..., Any]) -> list[Any]:
+    """function(rows, packed inputs of those rows) over POLICY_BATCH_ROWS rows at a time."""
+    parts = [slice(start, start + POLICY_BATCH_ROWS) for start in range(0, n, POLICY_BATCH_ROWS)]
+    return [function(part, {key: values[part] for key, values in packed.items()}) for part in parts]
+
+
+def _reward_model(
+    model: LoadedVersion,
+    contexts: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    num_actions: int,
+    packed: dict[str, np.ndarray],
+    random_state: int,
+) -> np.ndarray:
+    """[n, K] q_hat: on plain vectors fit_reward_model; otherwise on the features the model reads
+    (its encode signature), per action or, for candidate sets, fit_candidate_reward_model."""
+    if model.spec.layout == "vector":
+        return fit_reward_model(contexts, actions, rewards, num_actions, random_state=random_state)
+    encoded = _batches(len(contexts), packed, lambda part, extra: model.encode(contexts[part], **extra))
+    context_vectors = np.concatenate([e["context_vector"] for e in encoded])
+    if "action_features" not in packed:
+        return fit_reward_model(context_vectors, actions, rewards, num_actions, random_state=random_state)
+    candidate_vectors = np.concatenate([e["action_vectors"] for e in encoded])
+    return fit_candidate_reward_model(context_vectors, candidate_vectors, actions, rewards, random_state=random_state)
+
+
+def baseline_actions(baseline: int, masks: np.ndarray) -> np.ndarray:
+    """[n] the action a baseline policy takes in each row: the baseline where the row allows it,
+    else the first allowed action after it, else the first allowed one (how apprentice mode
+    serves). masks: [n, K] bool with at least one True per row."""
+    masks = np.asarray(masks, bool)
+    later = masks & (np.arange(masks.shape[1]) >= baseline)
+    return np.where(later.any(axis=1), later.argmax(axis=1), masks.argmax(axis=1))
+
+
+def evaluate_baseline(
+    model: LoadedVersion,
+    baseline: int,
+    contexts: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    pscores: np.ndarray,
+    masks: np.ndarray | None = None,
+    n_bootstrap: int = 1000,
+    alpha: float = 0.05,
+    random_state: int = 0,
+    **packed: np.ndarray,
+) -> OPEReport:
+    """Off-policy estimates of always taking the baseline action (baseline_actions), on the same
+    logged decisions and with the same reward model as evaluate_policy(model, ...)."""
+    contexts = np.asarray(contexts, np.float32)
+    masks = _masks(model, contexts, masks, packed)
+    chosen = baseline_actions(baseline, masks)
+    action_dist = np.zeros(masks.shape)
+    action_dist[np.arange(len(chosen)), chosen] = 1.0
+    return evaluate_arrays(
+        reward=np.asarray(rewards, np.float64),
+        action=np.asarray(actions),
+        pscore=np.asarray(pscores, np.float64),
+        action_dist=action_dist,
+        estimated_rewards_by_reg_model=_reward_model(
+            model, contexts, actions, rewards, masks.shape[1], packed, random_state
+        ),
+        n_bootstrap=n_bootstrap,
+        alpha=alpha,
+        random_state=random_state,
+    )
+
+
 def fit_candidate_reward_model(
     contexts: np.ndarray,
     candidates: np.ndarray,
@@ -532,34 +613,16 @@ def evaluate_policy(
     candidates.
     """
     contexts = np.asarray(contexts, np.float32)
-    n, num_actions = len(contexts), model.spec.num_actions
-    if n == 0:
-        raise ValueError("no logged decisions to evaluate")
-    if "action_features" in packed:
-        assert masks is not None, "candidate sets need their masks"
-        num_actions = int(packed["action_features"].shape[1])
-    masks = np.ones((n, num_actions), bool) if masks is None else np.asarray(masks, bool)
-    seeds = np.arange(n, dtype=np.int64)
-
-    def batches(function: Any) -> np.ndarray:
-        rows = [slice(start, start + POLICY_BATCH_ROWS) for start in range(0, n, POLICY_BATCH_ROWS)]
-        return [function(part, {key: values[part] for key, values in packed.items()}) for part in rows]
-
+    masks = _masks(model, contexts, masks, packed)
+    seeds = np.arange(len(contexts), dtype=np.int64)
     action_dist = np.concatenate(
-        batches(lambda part, extra: model.probabilities(greedy, contexts[part], masks[part], seeds[part], **extra))
+        _batches(
+            len(contexts),
+            packed,
+            lambda part, extra: model.probabilities(greedy, contexts[part], masks[part], seeds[part], **extra),
+        )
     ).astype(np.float64)
-    if model.spec.layout == "vector":
-        reward_model = fit_reward_model(contexts, actions, rewards, num_actions, random_state=random_state)
-    else:
-        encoded = batches(lambda part, extra: model.encode(contexts[part], **extra))
-        context_vectors = np.concatenate([e["context_vector"] for e in encoded])
-        if "action_features" in packed:
-            candidate_vectors = np.concatenate([e["action_vectors"] for e in encoded])
-            reward_model = fit_candidate_reward_model(
-                context_vectors, candidate_vectors, actions, rewards, random_state=random_state
-            )
-        else:
-            reward_model = fit_reward_model(context_vectors, actions, rewards, num_actions, random_state=random_state)
+    reward_model = _reward_model(model, contexts, actions, rewards, masks.shape[1], packed, random_state)
     return evaluate_arrays(
         reward=np.asarray(rewards, np.float64),
         action=np.asarray(actions),

@@ -135,7 +135,7 @@ async def report(name: str, request: Request) -> ExperimentReport:
     registry = request.app.state.registry
     served = {p: await registry.get(p) for p in policies}
     streams = {p: await request.app.state.log.read_streams(p) for p in policies}
-    variants = await asyncio.to_thread(
+    report = await asyncio.to_thread(
         build_report,
         experiment,
         {p: s.spec for p, s in served.items()},
@@ -143,4 +143,4 @@ async def report(name: str, request: Request) -> ExperimentReport:
         {p: s.slot.model for p, s in served.items()},
         int(time.time() * 1000),
     )
-    return ExperimentReport(experiment=name, status=experiment.status, variants=variants)
+    return ExperimentReport(experiment=name, status=experiment.status, **report)

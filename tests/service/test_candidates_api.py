@@ -206,3 +206,31 @@ def test_apprentice_mode_serves_the_baseline_and_logs_the_policys_choice(
     assert no_baseline.status_code == 201
     refused = client.put("/policies/plain/mode", json={"mode": "apprentice"})
     assert refused.status_code == 422 and refused.json()["field"] == "mode"
+
+
+def test_experiment_report_over_candidate_sets_estimates_the_variants_and_the_baseline(client: TestClient) -> None:
+    for name in ("cand-a", "cand-b"):
+        body = {"name": name, "algorithm": "linucb", "context_dim": 2, "action_feature_dim": 2}
+        assert client.post("/policies", json=body).status_code == 201
+    experiment = {
+        "name": "cands",
+        "variants": [{"name": "a", "policy": "cand-a"}, {"name": "b", "policy": "cand-b"}],
+        "control": "a",
+    }
+    assert client.post("/experiments", json=experiment).status_code == 201
+    for t in range(40):
+        actions = [{"id": f"i{k}", "features": [float(k), float((t + k) % 3)]} for k in range(2 + t % 4)]
+        decision = client.post(
+            "/act", json={"experiment": "cands", "unit_id": f"u{t}", "context": [1.0, t / 40], "actions": actions}
+        ).json()
+        client.post("/reward", json={"event_id": decision["event_id"], "reward": float(decision["action_index"] == 0)})
+    report = client.get("/experiments/cands/report")
+    assert report.status_code == 200, report.text
+    body = report.json()
+    for variant in ("a", "b"):
+        estimates = body["variants"][variant]["off_policy"]["estimates"]
+        assert set(estimates) == {"ipw", "snipw", "dm", "dr", "sndr"}
+    # The baseline (always the first candidate) earned every reward there was: its SNIPW is 1.
+    baseline = body["baseline"]
+    assert baseline["action"] == 0
+    assert baseline["off_policy"]["estimates"]["snipw"]["value"] == pytest.approx(1.0)

@@ -79,7 +79,12 @@ def test_open_bandit_dataset_with_item_features(
     export = offline.retrain(store, log_client, "zozo", joined)
     assert offline.candidate(log_client, "zozo") == f"{export}.0"
     result = offline.evaluate(store, log_client, "zozo", joined, greedy=True, n_bootstrap=200)
-    for role in ("candidate", "live"):
+    # The baseline (always the first candidate, item 0): IPW in closed form on the random log.
+    first = joined.actions == 0
+    expected = float(np.mean(joined.rewards * first / joined.propensities))
+    assert result["baseline"]["estimates"]["ipw"]["value"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert result["baseline"]["effective_sample_size"] == pytest.approx(first.sum(), rel=1e-9)
+    for role in ("candidate", "live", "baseline"):
         for name, e in result[role]["estimates"].items():
             assert np.isfinite([e["value"], e["low"], e["high"]]).all(), (role, name)
             assert e["low"] <= e["value"] <= e["high"], (role, name, e)
