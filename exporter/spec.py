@@ -23,6 +23,8 @@ class InvalidSpec(ValueError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+
+
 Aggregation = Literal["earliest", "sum"]
 
 
