@@ -284,6 +284,109 @@ def run_python(port: int, body: bytes, connections: int, duration: float, target
     )
 
 
+# -- the two servers and one measured run ---------------------------------------------------------
+
+
+@dataclass
+class Servers:
+    """redis-server, `banditd serve` against it and a bare app, all started by start_servers."""
+
+    redis: EmbeddedRedis
+    service: harness.Banditd
+    bare: harness.Child
+    bare_port: int
+
+    @property
+    def bare_url(self) -> str:
+        return f"http://{HOST}:{self.bare_port}"
+
+    def describe(self) -> str:
+        return (
+            f"service pid {self.service.pid} on :{self.service.port}, bare pid {self.bare.pid} on :{self.bare_port}, "
+            f"redis {self.redis.url}"
+        )
+
+
+def start_servers(stack: contextlib.ExitStack, tmp: Path, bare_script: Path) -> Servers:
+    """Starts redis-server, `banditd serve` (no demo policy) and `python bare_script --host --port`
+    in tmp, each on stack (so stopped when it unwinds), and waits until both servers answer."""
+    redis = stack.enter_context(EmbeddedRedis(tmp / "redis", host=HOST))
+    # `banditd serve` keeps the BANDIT_* settings of the shell; uvicorn shuts down cleanly on SIGINT
+    env = harness.child_env(
+        {"REDIS_URL": redis.url, "BANDIT_DEMO_POLICY": "false", "TF_CPP_MIN_LOG_LEVEL": "2"}, drop_settings=False
+    )
+    service = stack.enter_context(
+        harness.Banditd("serve", tmp / "data", tmp / "service.log", env, stop_signal=signal.SIGINT, stop_timeout=15)
+    )
+    bare_port = free_port(HOST)
+    bare = stack.enter_context(
+        harness.Child(
+            [sys.executable, str(bare_script), "--host", HOST, "--port", str(bare_port)],
+            tmp / "bare.log",
+            env,
+            stop_signal=signal.SIGINT,
+            stop_timeout=15,
+        )
+    )
+    servers = Servers(redis, service, bare, bare_port)
+    bare.wait_http_ok(f"{servers.bare_url}/healthz", timeout=60)
+    service.wait_ready(timeout=180)
+    return servers
+
+
+def check_act(name: str, base: str, body: bytes, keys: set[str]) -> dict[str, Any]:
+    """One POST /act that must answer 200 with at least keys; the decoded answer, else RuntimeError."""
+    status, answer = harness.http_request("POST", f"{base}/act", body)
+    decision = json.loads(answer) if status == 200 else {}
+    if status != 200 or not keys <= decision.keys():
+        raise RuntimeError(f"{name} POST /act: {status} {answer[:500]!r}")
+    return decision
+
+
+def drive_act(
+    servers: Servers,
+    target: str,
+    body: bytes,
+    connections: int,
+    seconds: float,
+    *,
+    wrk_script: Path | None,
+    wrk_threads: int = 1,
+) -> Run:
+    """One closed-loop run of POST /act with body against target ("service" or "bare"): wrk with
+    wrk_script (WRK_LUA holding body) if given, else the Python generator. For the service, the
+    exact non-2xx count and the model calls / mean batch size come from its /metrics."""
+    base, port = (servers.service.url, servers.service.port) if target == "service" else (
+        servers.bare_url, servers.bare_port)  # fmt: skip
+    before = scrape(base) if target == "service" else {}
+    if wrk_script is not None:
+        run = run_wrk(f"{base}/act", connections, seconds, wrk_script, wrk_threads, target)
+    else:
+        run = run_python(port, body, connections, seconds, target)
+    if target == "service":
+        after = scrape(base)
+        delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+        batches = delta.get("serving_batch_size_count", 0.0)
+        rows_batched = delta.get("serving_batch_size_sum", 0.0)
+        run.non_2xx = max(run.non_2xx, int(delta.get("non_2xx", 0)))  # the server's own count is exact
+        run.extra |= {
+            "server_counted_2xx": int(delta.get("ok", 0)),
+            "server_counted_non_2xx": int(delta.get("non_2xx", 0)),
+            "model_calls": int(batches),
+            "mean_batch_size": round(rows_batched / batches, 2) if batches else None,
+        }
+    return run
+
+
+def run_line(run: Run) -> str:
+    """One line of progress for a finished run."""
+    batch = f"  mean batch {run.extra.get('mean_batch_size')}" if "mean_batch_size" in run.extra else ""
+    return (
+        f"{run.target:7s} c={run.connections:<3d} {run.rps:8.0f} req/s  p50 {run.p50_ms:6.2f} ms  "
+        f"p99 {run.p99_ms:6.2f} ms  errors {run.errors}{batch}"
+    )
+
+
 # -- profile summary ------------------------------------------------------------------------------
 
 
@@ -410,60 +513,19 @@ def main(argv: list[str] | None = None) -> int:
     body = act_body(args.seed)
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(harness.scratch_dir("banditd-bench-", keep=args.keep_tmp))
-        redis = stack.enter_context(EmbeddedRedis(tmp / "redis", host=HOST))
-
-        # `banditd serve` keeps the BANDIT_* settings of the shell; uvicorn shuts down cleanly on SIGINT
-        env = harness.child_env(
-            {"REDIS_URL": redis.url, "BANDIT_DEMO_POLICY": "false", "TF_CPP_MIN_LOG_LEVEL": "2"}, drop_settings=False
-        )
-        service = stack.enter_context(
-            harness.Banditd("serve", tmp / "data", tmp / "service.log", env, stop_signal=signal.SIGINT, stop_timeout=15)
-        )
-        service_port, bare_port = service.port, free_port(HOST)
-        bare = stack.enter_context(
-            harness.Child(
-                [sys.executable, str(REPO / "bench" / "bare_app.py"), "--host", HOST, "--port", str(bare_port)],
-                tmp / "bare.log",
-                env,
-                stop_signal=signal.SIGINT,
-                stop_timeout=15,
-            )
-        )
-
-        service_base, bare_base = service.url, f"http://{HOST}:{bare_port}"
-        bare.wait_http_ok(f"{bare_base}/healthz", timeout=60)
-        service.wait_ready(timeout=180)
-        harness.post_policy(service_base, POLICY, service.log)
-        for name, base in (("service", service_base), ("bare", bare_base)):
-            status, answer = harness.http_request("POST", f"{base}/act", body)
-            decision = json.loads(answer) if status == 200 else {}
-            if status != 200 or not {"event_id", "action", "propensity", "scores"} <= decision.keys():
-                raise RuntimeError(f"{name} POST /act: {status} {answer[:500]!r}")
-        print(f"service pid {service.pid} on :{service_port}, bare pid {bare.pid} on :{bare_port}, redis {redis.url}")
+        servers = start_servers(stack, tmp, REPO / "bench" / "bare_app.py")
+        service = servers.service
+        harness.post_policy(service.url, POLICY, service.log)
+        for name, base in (("service", service.url), ("bare", servers.bare_url)):
+            check_act(name, base, body, {"event_id", "action", "propensity", "scores"})
+        print(servers.describe())
 
         script = tmp / "act.lua"
         script.write_text(WRK_LUA.format(body=body.decode()))
 
         def drive(target: str, connections: int, seconds: float) -> Run:
-            base, port = (service_base, service_port) if target == "service" else (bare_base, bare_port)
-            before = scrape(base) if target == "service" else {}
-            if use_wrk:
-                run = run_wrk(f"{base}/act", connections, seconds, script, args.wrk_threads, target)
-            else:
-                run = run_python(port, body, connections, seconds, target)
-            if target == "service":
-                after = scrape(base)
-                delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
-                batches = delta.get("serving_batch_size_count", 0.0)
-                rows_batched = delta.get("serving_batch_size_sum", 0.0)
-                run.non_2xx = max(run.non_2xx, int(delta.get("non_2xx", 0)))  # the server's own count is exact
-                run.extra |= {
-                    "server_counted_2xx": int(delta.get("ok", 0)),
-                    "server_counted_non_2xx": int(delta.get("non_2xx", 0)),
-                    "model_calls": int(batches),
-                    "mean_batch_size": round(rows_batched / batches, 2) if batches else None,
-                }
-            return run
+            return drive_act(servers, target, body, connections, seconds, wrk_script=script if use_wrk else None,
+                             wrk_threads=args.wrk_threads)  # fmt: skip
 
         for target in ("service", "bare"):
             drive(target, 32, args.warmup)
@@ -475,12 +537,7 @@ def main(argv: list[str] | None = None) -> int:
                 run = drive(target, connections, args.duration)
                 runs[target] = run
                 generator = run.generator
-                print(
-                    f"  {target:7s} c={connections:<3d} {run.rps:8.0f} req/s  p50 {run.p50_ms:6.2f} ms  "
-                    f"p99 {run.p99_ms:6.2f} ms  errors {run.errors}"
-                    + (f"  mean batch {run.extra.get('mean_batch_size')}" if target == "service" else ""),
-                    flush=True,
-                )
+                print(f"  {run_line(run)}", flush=True)
                 time.sleep(0.5)
             ratio = runs["service"].rps / runs["bare"].rps if runs["bare"].rps else float("nan")
             rows.append({"connections": connections, "ratio": ratio} | {k: asdict(v) for k, v in runs.items()})
