@@ -94,8 +94,6 @@ class Candidate(BaseModel):
     id: CandidateId
     features: _vector_or_named(MAX_VECTOR, 0)  # type: ignore[valid-type]
 
-    _float32 = field_validator("features")(lambda v: _check_float32(v) if isinstance(v, list) else v)
-
 
 class ActRequest(BaseModel):
     """Same fields and constraints as service.schemas.ActRequest."""
@@ -153,7 +151,10 @@ async def act(request: Request) -> Response:
     ):
         raise HTTPException(422, f"expected a context of {CONTEXT_DIM} and candidates of {FEATURE_DIM} numbers")
     context = np.asarray(body.context, dtype=np.float32)
-    features = np.asarray([c.features for c in body.actions], dtype=np.float32)
+    values = np.asarray([c.features for c in body.actions], dtype=np.float64)  # float32 range: one pass, as the service
+    if (np.abs(values) > FLOAT32_MAX).any():
+        raise HTTPException(422, "actions: a feature overflows float32")
+    features = values.astype(np.float32)
     scores = ucb_scores(context, features)
     index = int(np.argmax(scores))
     response = {

@@ -26,7 +26,7 @@ from service.metrics import Metrics
 from service.modes import PolicyModes
 from service.redislog import RedisLog
 from service.registry import PolicyRegistry, ServedPolicy
-from service.schemas import ActRequest
+from service.schemas import FLOAT32_MAX, ActRequest, Candidate
 from service.spool import Spool
 from training.eventlog import DecisionRecord
 from training.ope import baseline_actions
@@ -131,18 +131,13 @@ def _candidates(spec: PolicySpec, request: ActRequest, name: str) -> dict[str, A
         )
     if request.mask is not None:
         raise InvalidInput("mask: candidate sets name the candidates to leave out in excluded", "mask")
-    ids: list[str] = []
-    numeric: list[list[float]] = []
-    categorical: list[list[str]] = []
+    ids = [candidate.id for candidate in request.actions]
     seen: set[str] = set()
-    for i, candidate in enumerate(request.actions):
-        if candidate.id in seen:
-            raise InvalidInput(f"actions[{i}].id: {candidate.id!r} appears twice", f"actions[{i}].id")
-        seen.add(candidate.id)
-        ids.append(candidate.id)
-        values, strings = _features(schema, candidate.features, f"actions[{i}].features")
-        numeric.append(values)
-        categorical.append(strings)
+    for i, candidate_id in enumerate(ids):
+        if candidate_id in seen:
+            raise InvalidInput(f"actions[{i}].id: {candidate_id!r} appears twice", f"actions[{i}].id")
+        seen.add(candidate_id)
+    numeric, categorical = _candidate_features(schema, request.actions)
     mask = np.ones(len(ids), bool)
     for value in request.excluded or ():
         if not isinstance(value, str) or value not in seen:
@@ -150,12 +145,30 @@ def _candidates(spec: PolicySpec, request: ActRequest, name: str) -> dict[str, A
         mask[ids.index(value)] = False
     if not mask.any():
         raise InvalidInput("excluded: excludes every candidate; at least one must remain", "excluded")
-    return {
-        "mask": mask,
-        "candidate_ids": ids,
-        "action_features": np.asarray(numeric, np.float32).reshape(len(ids), schema.numeric_width),
-        "action_categorical": categorical if schema.named else None,
-    }
+    return {"mask": mask, "candidate_ids": ids, "action_features": numeric, "action_categorical": categorical}
+
+
+def _candidate_features(schema: FeatureSchema, actions: list[Candidate]) -> tuple[np.ndarray, list[list[str]] | None]:
+    """Every candidate's packed features: numeric [K, n_a] float32 and, for named schemas, the
+    categorical values. Plain vectors are checked for all candidates at once (one numpy pass,
+    not one per candidate: at 256 candidates that was a quarter of the request's time)."""
+    if schema.named:
+        packed = [_features(schema, c.features, f"actions[{i}].features") for i, c in enumerate(actions)]
+        numeric = np.asarray([values for values, _ in packed], np.float32).reshape(len(actions), schema.numeric_width)
+        return numeric, [strings for _, strings in packed]
+    for i, candidate in enumerate(actions):
+        features = candidate.features
+        if isinstance(features, dict) or len(features) != schema.dim:
+            _features(schema, features, f"actions[{i}].features")  # raises the 422 that names the problem
+    values = np.asarray([c.features for c in actions], np.float64).reshape(len(actions), schema.dim)
+    too_big = np.argwhere(np.abs(values) > FLOAT32_MAX)
+    if too_big.size:
+        i, j = (int(v) for v in too_big[0])
+        raise InvalidInput(
+            f"actions[{i}].features: value at index {j} overflows float32 (|x| > {FLOAT32_MAX:.6g})",
+            f"actions[{i}].features",
+        )
+    return values.astype(np.float32), None
 
 
 def batch_inputs(spec: PolicySpec, rows: list[Row]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:

@@ -136,9 +136,8 @@ class Candidate(BaseModel):
     """The candidate's id (an item, an article); the response's ``action`` when it is chosen."""
     features: _vector_or_named(MAX_VECTOR, 0)  # type: ignore[valid-type]
     """Its features: a vector of the policy's action_feature_dim numbers, or {name: value}
-    under the policy's action_features schema."""
-
-    _float32 = field_validator("features")(lambda v: _check_float32(v) if isinstance(v, list) else v)
+    under the policy's action_features schema. (Their float32 range is checked for all
+    candidates at once when the request is validated against the policy.)"""
 
 
 class ActRequest(BaseModel):

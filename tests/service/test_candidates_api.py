@@ -106,6 +106,16 @@ def test_excluded_actions_of_a_fixed_set(shelf: TestClient) -> None:
             "expected 3",
         ),
         (
+            {
+                "policy": "vec",
+                "context": [0.1, 0.2],
+                "actions": [{"id": "x", "features": [1.0, 2.0, 3.0]}, {"id": "y", "features": [1.0, 1e39, 3.0]}],
+            },
+            422,
+            "actions[1].features",
+            "index 1 overflows float32",
+        ),
+        (
             {"policy": "shelf", "context": {"country": "de"}, "actions": CANDIDATES, "excluded": ["nope"]},
             422,
             "excluded",
