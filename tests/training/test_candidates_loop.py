@@ -197,3 +197,33 @@ def test_apprentice_mode_learns_from_the_baseline_and_counts_agreement(
     # Untrained, the policy's UCB scores tie on nothing: it agrees with the baseline only sometimes.
     agreed = info["apprentice"]["matches"]
     assert 0 <= agreed < 60 and info["apprentice"]["match_rate"] == agreed / 60
+
+
+def test_pending_candidate_decisions_survive_a_trainer_restart(
+    app_client: TestClient, policy_trainer: Callable[..., PolicyTrainer]
+) -> None:
+    """Decisions still waiting for their reward are checkpointed with every candidate's packed
+    features (numeric and categorical); a new trainer learns them when the rewards come."""
+    body = {"name": "wait", "algorithm": "linucb", "features": CONTEXT_FEATURES, "action_features": ITEM_FEATURES}
+    assert app_client.post("/policies", json=body).status_code == 201
+    items = [{"id": f"i{k}", "features": {"price": float(3 * k), "brand": f"b{k}"}} for k in range(4)]
+    events = []
+    for t in range(12):
+        context = {"age": float(20 + t), "segment": "regular", "city": f"c{t}"}
+        events.append(app_client.post("/act", json={"policy": "wait", "context": context, "actions": items}).json())
+    first = policy_trainer("wait")
+    assert first.step() == 0 and len(first.join.pending) == 12
+    first.publish()
+    for t, event in enumerate(events):
+        assert app_client.post("/reward", json={"event_id": event["event_id"], "reward": t / 12}).status_code == 202
+    resumed = policy_trainer("wait")  # from the published checkpoint: the pending joins come back
+    assert len(resumed.join.pending) == 12
+    assert resumed.step() == 12
+    # The same examples learned without a restart give the same model.
+    replay = policy_trainer("wait", holder=None)
+    replay.resume("1.0")
+    replay.drain()
+    np.testing.assert_allclose(
+        resumed.policy.state.theta.numpy(), replay.policy.state.theta.numpy(), rtol=1e-5, atol=1e-6
+    )
+    assert resumed.policy.preprocessing.context.count.numpy() == 12
