@@ -111,7 +111,8 @@ def _input_specs(spec: PolicySpec) -> dict[str, tf.TensorSpec]:
 
 def _describe(spec: tf.TensorSpec) -> list[str | int]:
     """A signature input's shape and dtype for the manifest: ["batch", ("K",) width, dtype]."""
-    dims: list[str | int] = ["batch"] + ["K" if d is None else int(d) for d in spec.shape[1:]]
+    dims: list[str | int] = ["batch"]
+    dims += ["K" if d is None else int(d) for d in spec.shape[1:]]
     return [*dims, spec.dtype.name]
 
 

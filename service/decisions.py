@@ -110,7 +110,7 @@ def validate_inputs(spec: PolicySpec, request: ActRequest) -> dict[str, Any]:
                     "excluded",
                 )
         mask = np.ones(spec.num_actions, bool) if mask is None else mask.copy()
-        mask[list(request.excluded)] = False
+        mask[[int(value) for value in request.excluded]] = False
         if not mask.any():
             raise InvalidInput("excluded: excludes every allowed action; at least one must remain", "excluded")
     fields["mask"] = mask
@@ -366,13 +366,13 @@ class Decider:
         responses: list[bytes] = []
         for row, decision, shadow in zip(rows, decided, shadows, strict=True):
             assert decision is not None
-            out = decision
+            out: dict[str, Any] = dict(decision)
             index = int(out["action"])
             apprentice = None
             if row.apprentice:
                 assert spec.baseline is not None
                 apprentice = {"action": index, "propensity": float(out["propensity"])}
-                out = out | {"propensity": np.float32(1.0)}
+                out["propensity"] = np.float32(1.0)
                 allowed = np.ones((1, len(out["scores"])), bool) if row.mask is None else row.mask[None]
                 index = int(baseline_actions(spec.baseline, allowed)[0])
             body: dict[str, Any] = {"event_id": row.event_id, "action": index}

@@ -143,12 +143,12 @@ def build_report(
             "lift": None if variant.name == experiment.control else lift(own, control),
             "off_policy": _off_policy(variant.policy, parts, specs, models),
         }
-    control = experiment.variant(experiment.control).policy
+    control_policy = experiment.variant(experiment.control).policy
     baseline = None
-    if specs[control].baseline is not None:
+    if specs[control_policy].baseline is not None:
         baseline = {
-            "action": specs[control].baseline,
-            "off_policy": _off_policy(control, parts, specs, models, baseline=True),
+            "action": specs[control_policy].baseline,
+            "off_policy": _off_policy(control_policy, parts, specs, models, baseline=True),
         }
     return {"variants": report, "baseline": baseline}
 
