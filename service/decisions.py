@@ -179,7 +179,9 @@ def batch_inputs(spec: PolicySpec, rows: list[Row]) -> tuple[np.ndarray, np.ndar
     extra: dict[str, np.ndarray] = {}
     if spec.context_schema.named:
         width = spec.context_schema.categorical_width
-        extra["context_categorical"] = np.array([row.context_categorical for row in rows], object).reshape(-1, width)
+        extra["context_categorical"] = np.array([row.context_categorical for row in rows], object).reshape(
+            len(rows), width
+        )
     if not spec.takes_candidates:
         all_allowed = np.ones(spec.num_actions, bool)
         mask = np.stack([m if (m := row.mask) is not None else all_allowed for row in rows])
@@ -196,7 +198,7 @@ def batch_inputs(spec: PolicySpec, rows: list[Row]) -> tuple[np.ndarray, np.ndar
         mask[i, :size] = row.mask
         features[i, :size] = row.action_features
         if row.action_categorical is not None:
-            categorical[i, :size] = np.array(row.action_categorical, object).reshape(size, -1)
+            categorical[i, :size] = np.array(row.action_categorical, object).reshape(size, schema.categorical_width)
     return context, mask, extra | {"action_features": features, "action_categorical": categorical}
 
 

@@ -244,3 +244,33 @@ def test_experiment_report_over_candidate_sets_estimates_the_variants_and_the_ba
     baseline = body["baseline"]
     assert baseline["action"] == 0
     assert baseline["off_policy"]["estimates"]["snipw"]["value"] == pytest.approx(1.0)
+
+
+def test_dqn_takes_numeric_named_features_only(client: TestClient) -> None:
+    numeric = [{"name": "position", "type": "numeric", "normalize": True}, {"name": "speed", "type": "numeric"}]
+    created = client.post("/policies", json={"name": "q", "algorithm": "dqn", "features": numeric, "num_actions": 2})
+    assert created.status_code == 201 and created.json()["context_dim"] == 2
+    act = client.post("/act", json={"policy": "q", "context": {"position": 0.1, "speed": -2.0}, "session_id": "s1"})
+    assert act.status_code == 200 and act.json()["action"] in (0, 1)
+    categorical = [{"name": "lane", "type": "categorical", "hash_buckets": 4}]
+    refused = client.post(
+        "/policies", json={"name": "q2", "algorithm": "dqn", "features": categorical, "num_actions": 2}
+    )
+    assert refused.status_code == 422 and refused.json()["field"] == "features"
+
+
+def test_named_schemas_without_categorical_features(client: TestClient) -> None:
+    body = {
+        "name": "numeric",
+        "algorithm": "lints",
+        "features": [{"name": "age", "type": "numeric"}],
+        "action_features": [{"name": "price", "type": "numeric", "normalize": True}],
+    }
+    assert client.post("/policies", json=body).status_code == 201
+    actions = [{"id": "a", "features": {"price": 1.0}}, {"id": "b", "features": {"price": 2.0}}]
+    for greedy in (False, True):
+        response = client.post(
+            "/act", json={"policy": "numeric", "context": {"age": 3}, "actions": actions, "greedy": greedy}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["action"] in ("a", "b")
