@@ -177,9 +177,7 @@ def _off_policy(
         np.concatenate([p["rewards"] for p in parts]),
         np.concatenate([p["pscores"] for p in parts]),
     )
-    if baseline:
-        assert spec.baseline is not None
-        report = ope.evaluate_baseline(models[policy], spec.baseline, *logged, masks=masks, n_bootstrap=200, **inputs)
-    else:
-        report = ope.evaluate_policy(models[policy], *logged, masks=masks, n_bootstrap=200, **inputs)
+    report = ope.evaluate_policy(
+        models[policy], *logged, masks=masks, n_bootstrap=200, baseline=spec.baseline if baseline else None, **inputs
+    )
     return report.to_dict()

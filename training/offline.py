@@ -42,7 +42,7 @@ from exporter import loader, savedmodel
 from exporter.spec import PackedWidths, PolicySpec
 from training import checkpoints, eventlog
 from training.logclient import LogClient
-from training.ope import evaluate_baseline, evaluate_policy
+from training.ope import evaluate_policy
 
 logger = logging.getLogger(__name__)
 
@@ -1020,8 +1020,12 @@ def evaluate(
     if candidate_version is None:
         raise NoCandidate(f"candidate: policy {name!r} has no candidate version (run retrain first)", "candidate")
     reports = {}
-    progress.start(f"evaluate {name}", 2)
-    for role, version in (("candidate", candidate_version), ("live", live)):
+    progress.start(f"evaluate {name}", 3)
+    live_spec = _load(store, name, live).spec
+    roles: list[tuple[str, str, int | None]] = [("candidate", candidate_version, None), ("live", live, None)]
+    if live_spec.baseline is not None:
+        roles.append(("baseline", live, live_spec.baseline))
+    for role, version, baseline in roles:
         model = _load(store, name, version)
         _check_shapes(joined, model.spec)
         report = evaluate_policy(
@@ -1033,27 +1037,12 @@ def evaluate(
             masks=joined.masks,
             greedy=greedy,
             n_bootstrap=n_bootstrap,
-            **joined.packed(),
             alpha=alpha,
             random_state=random_state,
+            baseline=baseline,
+            **joined.packed(),
         )
         reports[role] = _report(report)
-        if role == "live" and model.spec.baseline is not None:
-            reports["baseline"] = _report(
-                evaluate_baseline(
-                    model,
-                    model.spec.baseline,
-                    joined.contexts,
-                    joined.actions,
-                    joined.rewards,
-                    joined.propensities,
-                    masks=joined.masks,
-                    n_bootstrap=n_bootstrap,
-                    alpha=alpha,
-                    random_state=random_state,
-                    **joined.packed(),
-                )
-            )
         progress.advance(1)
     progress.finish()
     return {

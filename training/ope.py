@@ -436,40 +436,6 @@ def baseline_actions(baseline: int, masks: np.ndarray) -> np.ndarray:
     return np.where(later.any(axis=1), later.argmax(axis=1), masks.argmax(axis=1))
 
 
-def evaluate_baseline(
-    model: LoadedVersion,
-    baseline: int,
-    contexts: np.ndarray,
-    actions: np.ndarray,
-    rewards: np.ndarray,
-    pscores: np.ndarray,
-    masks: np.ndarray | None = None,
-    n_bootstrap: int = 1000,
-    alpha: float = 0.05,
-    random_state: int = 0,
-    **packed: np.ndarray,
-) -> OPEReport:
-    """Off-policy estimates of always taking the baseline action (baseline_actions), on the same
-    logged decisions and with the same reward model as evaluate_policy(model, ...)."""
-    contexts = np.asarray(contexts, np.float32)
-    masks = _masks(model, contexts, masks, packed)
-    chosen = baseline_actions(baseline, masks)
-    action_dist = np.zeros(masks.shape)
-    action_dist[np.arange(len(chosen)), chosen] = 1.0
-    return evaluate_arrays(
-        reward=np.asarray(rewards, np.float64),
-        action=np.asarray(actions),
-        pscore=np.asarray(pscores, np.float64),
-        action_dist=action_dist,
-        estimated_rewards_by_reg_model=_reward_model(
-            model, contexts, actions, rewards, masks.shape[1], packed, random_state
-        ),
-        n_bootstrap=n_bootstrap,
-        alpha=alpha,
-        random_state=random_state,
-    )
-
-
 def fit_candidate_reward_model(
     contexts: np.ndarray,
     candidates: np.ndarray,
@@ -595,9 +561,11 @@ def evaluate_policy(
     n_bootstrap: int = 1000,
     alpha: float = 0.05,
     random_state: int = 0,
+    baseline: int | None = None,
     **packed: np.ndarray,
 ) -> OPEReport:
-    """Evaluates an exported version on logged decisions.
+    """Evaluates an exported version on logged decisions (with ``baseline``, the policy that
+    always takes that baseline action, baseline_actions, with the version's reward model).
 
     model: an exporter.loader.LoadedVersion; contexts: [n, d]; actions: [n] int; rewards: [n];
     pscores: [n] the logged propensities; masks: [n, K] bool or None (every action allowed);
@@ -615,13 +583,17 @@ def evaluate_policy(
     contexts = np.asarray(contexts, np.float32)
     masks = _masks(model, contexts, masks, packed)
     seeds = np.arange(len(contexts), dtype=np.int64)
-    action_dist = np.concatenate(
-        _batches(
-            len(contexts),
-            packed,
-            lambda part, extra: model.probabilities(greedy, contexts[part], masks[part], seeds[part], **extra),
-        )
-    ).astype(np.float64)
+    if baseline is not None:
+        action_dist = np.zeros(masks.shape)
+        action_dist[np.arange(len(contexts)), baseline_actions(baseline, masks)] = 1.0
+    else:
+        action_dist = np.concatenate(
+            _batches(
+                len(contexts),
+                packed,
+                lambda part, extra: model.probabilities(greedy, contexts[part], masks[part], seeds[part], **extra),
+            )
+        ).astype(np.float64)
     reward_model = _reward_model(model, contexts, actions, rewards, masks.shape[1], packed, random_state)
     return evaluate_arrays(
         reward=np.asarray(rewards, np.float64),
