@@ -33,9 +33,13 @@ class Rewarder:
     async def reward(self, event_id: str, reward: float, grant: Grant, terminal: bool = False) -> RewardResponse:
         """Records one /reward call; raises NotFound, LateReward, Forbidden or SpoolFull."""
         received_ms = int(time.time() * 1000)
+        # The token makes the write idempotent: when Redis executed a direct attempt but its
+        # reply was lost (a shutdown mid-reply), the spooled copy's replay finds the token and
+        # writes nothing (found by tests/test_faults.py: 3 rewards logged twice under load).
+        token = uuid.uuid4().hex
         if not self.spool.active:
             try:
-                return await self.record(event_id, reward, received_ms, grant.policies, terminal=terminal)
+                return await self.record(event_id, reward, received_ms, grant.policies, token, terminal=terminal)
             except Unavailable as error:
                 reason = error.message
         else:
@@ -45,7 +49,7 @@ class Rewarder:
             "reward": reward,
             "ts_ms": received_ms,
             "policies": _listed(grant.policies),
-            "token": uuid.uuid4().hex,
+            "token": token,
             "terminal": terminal,
         }
         await self.spool.append(KIND, entry, reason)
