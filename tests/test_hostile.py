@@ -112,3 +112,72 @@ def test_malicious_act_bodies_get_clear_4xx(service: str, redis_url: str) -> Non
                 assert error["field"], error  # names the field (or "body")
     assert client.xlen(eventlog.decisions_key("demo")) == before + accepted  # nothing else written
     client.close()
+
+
+SHELF = {
+    "name": "shelf",
+    "algorithm": "linucb",
+    "features": [{"name": "age", "type": "numeric"}, {"name": "city", "type": "categorical", "hash_buckets": 8}],
+    "action_feature_dim": 2,
+    "max_candidates": 8,
+}
+ITEM = '{"id": "i", "features": [0.5, 1.0]}'
+CANDIDATE_BODIES = [
+    ('{"policy": "shelf", "context": {"age": 1, "city": "x"}, "actions": [' + ITEM + "]}", (200,)),
+    ('{"policy": "shelf", "context": {"age": 1, "city": "x"}, "actions": [' + ",".join([ITEM] * 5000) + "]}", (422,)),
+    ('{"policy": "shelf", "context": {"age": 1, "city": "x"}, "actions": [' + ",".join([ITEM] * 9) + "]}", (422,)),
+    (
+        '{"policy": "shelf", "context": {'
+        + ",".join(f'"k{i}": 1' for i in range(300))
+        + '}, "actions": ['
+        + ITEM
+        + "]}",
+        (422,),
+    ),
+    ('{"policy": "shelf", "context": {"age": 1, "city": "' + "x" * 10_000 + '"}, "actions": [' + ITEM + "]}", (422,)),
+    ('{"policy": "shelf", "context": {"age": 1e999, "city": "x"}, "actions": [' + ITEM + "]}", (422,)),
+    ('{"policy": "shelf", "context": {"age": true, "city": "x"}, "actions": [' + ITEM + "]}", (422,)),
+    ('{"policy": "shelf", "context": {"age": 1, "city": null}, "actions": [' + ITEM + "]}", (422,)),
+    (
+        '{"policy": "shelf", "context": {"age": 1, "city": "x"}, "actions": [{"id": "i", "features": [1e39, 0]}]}',
+        (422,),
+    ),
+    ('{"policy": "shelf", "context": {"age": 1, "city": "x"}, "actions": [{"id": "", "features": [1, 0]}]}', (422,)),
+    ('{"policy": "shelf", "context": {"age": 1, "city": "x"}, "actions": [{"id": "i", "features": {"a": 1}}]}', (422,)),
+    (
+        '{"policy": "shelf", "context": {"age": 1, "city": "x"}, "actions": [{"id": "i", "features": '
+        + nested(50_000)
+        + "}]}",
+        (413, 422),
+    ),
+    (
+        '{"policy": "shelf", "context": {"age": 1, "city": "x"}, "actions": ['
+        + ITEM
+        + '], "excluded": ['
+        + ",".join(['"i"'] * 5000)
+        + "]}",
+        (422,),
+    ),
+    ('{"policy": "shelf", "context": {"age": 1, "city": "x"}, "actions": [' + ITEM + '], "excluded": [0]}', (422,)),
+    ('{"policy": "demo", "context": [0' + ",0" * 15 + '], "actions": [' + ITEM + "]}", (422,)),
+    ('{"policy": "demo", "context": [0' + ",0" * 15 + '], "excluded": ["a"]}', (422,)),
+    ('{"policy": "demo", "context": [0' + ",0" * 15 + '], "excluded": [99]}', (422,)),
+]
+
+
+def test_malicious_candidate_bodies_get_clear_4xx(service: str, redis_url: str) -> None:
+    admin = {"authorization": f"Bearer {ADMIN}", "content-type": "application/json"}
+    assert httpx.post(f"{service}/policies", json=SHELF, headers=admin).status_code == 201
+    client = redis.Redis.from_url(redis_url)
+    before = client.xlen(eventlog.decisions_key("shelf")), client.xlen(eventlog.decisions_key("demo"))
+    accepted = 0
+    for body, expected in CANDIDATE_BODIES:
+        response = httpx.post(f"{service}/act", content=body.encode(), headers=admin, timeout=60)
+        assert response.status_code in expected, (body[:100], response.status_code, response.text[:300])
+        if response.status_code == 200:
+            accepted += 1
+        else:
+            assert response.json()["field"], response.json()
+    after = client.xlen(eventlog.decisions_key("shelf")), client.xlen(eventlog.decisions_key("demo"))
+    assert after == (before[0] + accepted, before[1])
+    client.close()
