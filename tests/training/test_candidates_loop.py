@@ -227,3 +227,34 @@ def test_pending_candidate_decisions_survive_a_trainer_restart(
         resumed.policy.state.theta.numpy(), replay.policy.state.theta.numpy(), rtol=1e-5, atol=1e-6
     )
     assert resumed.policy.preprocessing.context.count.numpy() == 12
+
+
+def test_neural_candidate_policies_learn_through_the_loop_and_serve_what_they_learned(
+    app_client: TestClient, policy_trainer: Callable[..., PolicyTrainer]
+) -> None:
+    small = {"hidden_sizes": [16, 8], "batch_size": 16, "training_steps": 10, "train_every_examples": 32}
+    body = {"name": "tower", "algorithm": "neural_linear", "context_dim": 3, "action_feature_dim": 2}
+    assert app_client.post("/policies", json=body | {"hyperparameters": small}).status_code == 201
+    sim = CandidateSimulator(context_dim=3, item_feature_dim=2, pool_size=30, candidates=5, nonlinear=True, seed=2)
+    for _ in range(70):
+        x, ids, z = sim.round()
+        sent = candidates_of(ids, z)
+        decision = app_client.post("/act", json={"policy": "tower", "context": x.round(5).tolist(), "actions": sent})
+        chosen = np.array(sent[decision.json()["action_index"]]["features"])
+        app_client.post("/reward", json={"event_id": decision.json()["event_id"], "reward": sim.reward(x, chosen)})
+    trainer = policy_trainer("tower")
+    assert trainer.step() == 70
+    assert trainer.policy.stats()["training_steps"] == 20  # two rounds: at 32 and 64 examples
+    version = trainer.publish()
+    x, ids, z = sim.round()
+    probe = {"policy": "tower", "context": x.round(5).tolist(), "actions": candidates_of(ids, z)}
+    served = wait_for(app_client, probe, version)
+    features = np.array([c["features"] for c in probe["actions"]], np.float32)
+    local = trainer.policy.greedy(
+        np.array([probe["context"]], np.float32), np.ones((1, 5), bool), np.zeros(1, np.int64), features[None]
+    )
+    np.testing.assert_allclose(served["scores"], local["scores"].numpy()[0], rtol=1e-5, atol=1e-6)
+    resumed = policy_trainer("tower")  # the replay buffer, candidate features included, is in the checkpoint
+    np.testing.assert_array_equal(
+        resumed.policy.replay.action_features.numpy(), trainer.policy.replay.action_features.numpy()
+    )
