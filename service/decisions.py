@@ -412,7 +412,7 @@ class Decider:
                     session_id=row.session_id,
                     context_categorical=row.context_categorical,
                     candidates=row.candidate_ids,
-                    action_features=None if row.action_features is None else row.action_features.tolist(),
+                    action_features=row.action_features,  # orjson writes the array itself: no tolist()
                     action_categorical=row.action_categorical,
                     apprentice=apprentice,
                 )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
 import orjson
 
 PREFIX = "banditd"
@@ -93,8 +94,9 @@ class DecisionRecord:
     candidates: list[str] | None = None
     """Candidate sets: the candidates' ids in request order; ``action`` indexes them and
     ``mask`` is False where a candidate was excluded."""
-    action_features: list[list[float]] | None = None
-    """Candidate sets: every candidate's numeric features [K][n_a], packed like ``context``."""
+    action_features: list[list[float]] | np.ndarray | None = None
+    """Candidate sets: every candidate's numeric features [K][n_a], packed like ``context``
+    (the service passes its float32 array, which orjson writes without a Python list)."""
     action_categorical: list[list[str]] | None = None
     """Candidate sets with named features: every candidate's categorical values [K][m_a]."""
     apprentice: dict[str, Any] | None = None

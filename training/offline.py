@@ -550,7 +550,7 @@ def record_inputs(spec: PolicySpec, records: Sequence[eventlog.DecisionRecord]) 
         out |= _padded_candidates(
             [r.candidates or [] for r in records],
             [r.mask or [] for r in records],
-            [r.action_features or [] for r in records],
+            [[] if r.action_features is None else r.action_features for r in records],
             [r.action_categorical for r in records] if widths.action_categorical else None,
             widths,
             k,
@@ -563,7 +563,7 @@ def record_inputs(spec: PolicySpec, records: Sequence[eventlog.DecisionRecord]) 
 def _padded_candidates(
     ids: Sequence[Sequence[str]],
     masks: Sequence[Sequence[bool]],
-    features: Sequence[Sequence[Sequence[float]]],
+    features: Sequence[Any],
     categorical: Sequence[Sequence[Sequence[str]] | None] | None,
     widths: PackedWidths,
     k: int,
