@@ -49,12 +49,20 @@ class Examples:
 
     def packed(self) -> dict[str, np.ndarray]:
         """The inputs besides ``contexts`` as keyword arguments of Policy.learn."""
-        extra = {
-            "context_categorical": self.context_categorical,
-            "action_features": self.action_features,
-            "action_categorical": self.action_categorical,
-        }
-        return {k: v for k, v in extra.items() if v is not None}
+        return packed_inputs(self.context_categorical, self.action_features, self.action_categorical)
+
+
+def packed_inputs(
+    context_categorical: np.ndarray | None, action_features: np.ndarray | None, action_categorical: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """The packed inputs besides the numeric contexts that a policy has, as keyword arguments
+    (Policy.learn, LoadedVersion.decide, ope.evaluate_policy)."""
+    extra = {
+        "context_categorical": context_categorical,
+        "action_features": action_features,
+        "action_categorical": action_categorical,
+    }
+    return {k: v for k, v in extra.items() if v is not None}
 
 
 @dataclasses.dataclass

@@ -41,6 +41,7 @@ from bandits.features import FeatureError
 from exporter import loader, savedmodel
 from exporter.spec import PackedWidths, PolicySpec
 from training import checkpoints, eventlog
+from training.join import packed_inputs
 from training.logclient import LogClient
 from training.ope import evaluate_policy
 
@@ -173,23 +174,17 @@ class JoinedLog:
 
     def packed(self) -> dict[str, np.ndarray]:
         """The inputs besides contexts and masks, as keyword arguments of LoadedVersion.decide."""
-        extra = {
-            "context_categorical": self.context_categorical,
-            "action_features": self.action_features,
-            "action_categorical": self.action_categorical,
-        }
-        return {k: v for k, v in extra.items() if v is not None}
+        return packed_inputs(self.context_categorical, self.action_features, self.action_categorical)
 
     def chosen(self) -> dict[str, np.ndarray]:
         """The examples' packed inputs besides contexts, as keyword arguments of Policy.learn:
         for candidate sets the logged (chosen) candidate's features."""
         rows = np.arange(len(self))
-        extra = {"context_categorical": self.context_categorical}
-        if self.action_features is not None:
-            extra["action_features"] = self.action_features[rows, self.actions]
-        if self.action_categorical is not None:
-            extra["action_categorical"] = self.action_categorical[rows, self.actions]
-        return {k: v for k, v in extra.items() if v is not None}
+        return packed_inputs(
+            self.context_categorical,
+            None if self.action_features is None else self.action_features[rows, self.actions],
+            None if self.action_categorical is None else self.action_categorical[rows, self.actions],
+        )
 
     @property
     def context_dim(self) -> int:

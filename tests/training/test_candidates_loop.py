@@ -48,6 +48,20 @@ def wait_for(client: TestClient, body: dict, version: str, timeout: float = 10.0
     raise AssertionError(f"the app never served {version}")
 
 
+def assert_serves_the_trainers_model(
+    client: TestClient, trainer: PolicyTrainer, sim: CandidateSimulator, version: str
+) -> None:
+    """A fresh round's candidates: the replicas serve ``version`` with the trainer's scores."""
+    x, ids, z = sim.round()
+    probe = {"policy": trainer.name, "context": x.round(5).tolist(), "actions": candidates_of(ids, z)}
+    served = wait_for(client, probe, version)
+    features = np.array([c["features"] for c in probe["actions"]], np.float32)
+    local = trainer.policy.greedy(
+        np.array([probe["context"]], np.float32), np.ones((1, len(ids)), bool), np.zeros(1, np.int64), features[None]
+    )
+    np.testing.assert_allclose(served["scores"], local["scores"].numpy()[0], rtol=1e-5, atol=1e-6)
+
+
 def test_candidate_linucb_learns_the_ridge_solution_on_joint_features_and_serves_it(
     app_client: TestClient, policy_trainer: Callable[..., PolicyTrainer], redis_client: redis.Redis
 ) -> None:
@@ -90,15 +104,7 @@ def test_candidate_linucb_learns_the_ridge_solution_on_joint_features_and_serves
     phi = joint(np.array(contexts), np.array(chosen))
     theta = np.linalg.solve(np.eye(phi.shape[1]) + phi.T @ phi, phi.T @ np.array(rewards))
     np.testing.assert_allclose(trainer.policy.state.theta.numpy()[0], theta, rtol=1e-4, atol=1e-5)
-    version = trainer.publish()
-    x, ids, z = sim.round()
-    probe = {"policy": "shelf", "context": x.round(5).tolist(), "actions": candidates_of(ids, z)}
-    served = wait_for(app_client, probe, version)
-    features = np.array([c["features"] for c in probe["actions"]], np.float32)
-    local = trainer.policy.greedy(
-        np.array([probe["context"]], np.float32), np.ones((1, 6), bool), np.zeros(1, np.int64), features[None]
-    )
-    np.testing.assert_allclose(served["scores"], local["scores"].numpy()[0], rtol=1e-5, atol=1e-6)
+    assert_serves_the_trainers_model(app_client, trainer, sim, trainer.publish())
 
 
 def test_named_features_are_packed_encoded_and_learned_alike(
@@ -245,15 +251,7 @@ def test_neural_candidate_policies_learn_through_the_loop_and_serve_what_they_le
     trainer = policy_trainer("tower")
     assert trainer.step() == 70
     assert trainer.policy.stats()["training_steps"] == 20  # two rounds: at 32 and 64 examples
-    version = trainer.publish()
-    x, ids, z = sim.round()
-    probe = {"policy": "tower", "context": x.round(5).tolist(), "actions": candidates_of(ids, z)}
-    served = wait_for(app_client, probe, version)
-    features = np.array([c["features"] for c in probe["actions"]], np.float32)
-    local = trainer.policy.greedy(
-        np.array([probe["context"]], np.float32), np.ones((1, 5), bool), np.zeros(1, np.int64), features[None]
-    )
-    np.testing.assert_allclose(served["scores"], local["scores"].numpy()[0], rtol=1e-5, atol=1e-6)
+    assert_serves_the_trainers_model(app_client, trainer, sim, trainer.publish())
     resumed = policy_trainer("tower")  # the replay buffer, candidate features included, is in the checkpoint
     np.testing.assert_array_equal(
         resumed.policy.replay.action_features.numpy(), trainer.policy.replay.action_features.numpy()
