@@ -279,18 +279,23 @@ def _evaluation_table(result: dict[str, Any]) -> str:
         return f"{e['value']:.5f} [{e['low']:.5f}, {e['high']:.5f}]"
 
     level = f"{1 - result['alpha']:.0%}"
+    roles = ["candidate", "live"] + (["baseline"] if "baseline" in result else [])
+    titles = {
+        "candidate": f"candidate {result['candidate_version']}",
+        "live": f"live {result['live_version']}",
+        "baseline": "baseline action",
+    }
     lines = [
         f"{result['policy']}: {result['examples']:,} decisions ({result['rewarded']:,} rewarded); "
         f"logging policy's value {cell(result['logging_policy'])}",
         "",
-        f"| estimator ({level} interval) | candidate {result['candidate_version']} | live {result['live_version']} |",
-        "|---|---:|---:|",
+        f"| estimator ({level} interval) | " + " | ".join(titles[r] for r in roles) + " |",
+        "|---|" + "---:|" * len(roles),
     ]
     for name in result["candidate"]["estimates"]:
-        candidate, live = result["candidate"]["estimates"][name], result["live"]["estimates"][name]
-        lines.append(f"| {name} | {cell(candidate)} | {cell(live)} |")
+        lines.append(f"| {name} | " + " | ".join(cell(result[r]["estimates"][name]) for r in roles) + " |")
     for key in ("effective_sample_size", "max_importance_weight"):
-        lines.append(f"| {key.replace('_', ' ')} | {result['candidate'][key]:,.1f} | {result['live'][key]:,.1f} |")
+        lines.append(f"| {key.replace('_', ' ')} | " + " | ".join(f"{result[r][key]:,.1f}" for r in roles) + " |")
     return "\n".join(lines)
 
 
