@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +38,18 @@ class LoadedVersion:
     collect_model: Any
 
     def _inputs(self, context: np.ndarray, mask: np.ndarray, seed: np.ndarray, extra: Inputs) -> dict[str, tf.Tensor]:
-        """The signature's keyword arguments for its layout (savedmodel.INPUTS)."""
+        """The signature's keyword arguments for its layout (savedmodel.INPUTS); only those are built."""
         batch = len(context)
-        values = {
-            "context": tf.constant(context, tf.float32),
-            "seed": tf.constant(seed, tf.int64),
-            "mask": tf.constant(mask, tf.bool),
-            "action_mask": tf.constant(mask, tf.bool),
-            "context_categorical": _strings(extra.get("context_categorical"), (batch, 0)),
-            "action_features": tf.constant(
-                extra["action_features"] if "action_features" in extra else np.zeros((batch, 0, 0)), tf.float32
-            ),
-            "action_categorical": _strings(extra.get("action_categorical"), (batch, mask.shape[1], 0)),
+        values: dict[str, Callable[[], tf.Tensor]] = {
+            "context": lambda: tf.constant(context, tf.float32),
+            "seed": lambda: tf.constant(seed, tf.int64),
+            "mask": lambda: tf.constant(mask, tf.bool),
+            "action_mask": lambda: tf.constant(mask, tf.bool),
+            "context_categorical": lambda: _strings(extra.get("context_categorical"), (batch, 0)),
+            "action_features": lambda: tf.constant(extra["action_features"], tf.float32),
+            "action_categorical": lambda: _strings(extra.get("action_categorical"), (batch, mask.shape[1], 0)),
         }
-        return {name: values[name] for name in savedmodel.INPUTS[self.spec.layout]}
+        return {name: values[name]() for name in savedmodel.INPUTS[self.spec.layout]}
 
     def decide(
         self, greedy: bool, context: np.ndarray, mask: np.ndarray, seed: np.ndarray, **extra: np.ndarray
