@@ -90,6 +90,36 @@ def scratch_dir(prefix: str, keep: bool = False) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
+SMOKE_RESULTS_DIR = Path(tempfile.gettempdir()) / "banditd-bench-smoke"
+"""Where a --smoke run writes its JSON and plots by default: never over bench/results."""
+
+
+def parse_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, smoke: Mapping[str, Any]
+) -> argparse.Namespace:
+    """Parses argv after adding ``--smoke``: tiny sizes, a few seconds, to show the benchmark still
+    runs and prints its table (tests/bench/test_smoke.py runs every benchmark so).
+
+    With --smoke, ``smoke`` (destination -> value) replaces the defaults, flags given explicitly
+    still win, and a default output under bench/results/ moves to SMOKE_RESULTS_DIR. The figures
+    of a smoke run mean nothing; the README's come from runs with the defaults.
+    """
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds: checks the benchmark runs")
+    args = parser.parse_args(argv)
+    if not args.smoke:
+        return args
+    moved = {
+        action.dest: SMOKE_RESULTS_DIR / action.default.name
+        for action in parser._actions
+        if isinstance(action.default, Path) and action.default.is_relative_to(RESULTS_DIR)
+    }
+    unknown = set(smoke) - {action.dest for action in parser._actions}
+    if unknown:
+        raise ValueError(f"smoke settings for unknown arguments: {sorted(unknown)}")
+    parser.set_defaults(**(moved | dict(smoke)))
+    return parser.parse_args(argv)
+
+
 def parse_shapes(text: str) -> list[tuple[int, int]]:
     """Parses "16x10,64x50" into [(16, 10), (64, 50)]: (context_dim, num_actions) pairs."""
     shapes = []

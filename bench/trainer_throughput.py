@@ -224,7 +224,7 @@ def fill_log(url: str, name: str, data: Data, k: int, chunk: int = 2000) -> floa
     """Writes one decision per example, then one reward per decision; returns seconds taken."""
     import redis  # noqa: PLC0415
 
-    from training import eventlog  # noqa: PLC0415
+    import eventlog  # noqa: PLC0415
 
     client = redis.Redis.from_url(url)
     start = time.perf_counter()
@@ -258,8 +258,17 @@ def fill_log(url: str, name: str, data: Data, k: int, chunk: int = 2000) -> floa
     return time.perf_counter() - start
 
 
+def example_count(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """The number of examples in one ``policy.update`` call, whatever its form: one batch of
+    examples with an ``actions`` field, or ``(contexts, actions, ...)`` positionally or by name."""
+    first = args[0] if args else next(iter(kwargs.values()))
+    if hasattr(first, "actions"):
+        return len(first.actions)
+    return len(args[1] if len(args) > 1 else kwargs["actions"])
+
+
 def measure_trainer(d: int, k: int, n: int, read_batch: int, seed: int, tmp: Path) -> dict[str, Any]:
-    from training.logclient import LogClient  # noqa: PLC0415
+    from eventlog.sync import LogClient  # noqa: PLC0415
     from training.metrics import TrainerMetrics  # noqa: PLC0415
     from training.trainer import PolicyTrainer  # noqa: PLC0415
 
@@ -292,9 +301,9 @@ def measure_trainer(d: int, k: int, n: int, read_batch: int, seed: int, tmp: Pat
             update_calls: list[int] = []
             original_update = trainer.policy.update
 
-            def counted_update(contexts: Any, actions: Any, rewards: Any, weights: Any) -> None:
-                update_calls.append(len(actions))
-                original_update(contexts, actions, rewards, weights)
+            def counted_update(*args: Any, **kwargs: Any) -> Any:
+                update_calls.append(example_count(args, kwargs))
+                return original_update(*args, **kwargs)
 
             trainer.policy.__dict__["update"] = counted_update  # instance attribute; bypasses tf.Module tracking
             start = time.perf_counter()
@@ -372,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-trainer", action="store_true", help="only the update-only measurement")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
+    smoke = {"shapes": "16x10", "batches": "100,1000", "update_examples": 2000, "repeats": 1,
+             "trainer_examples": "2000"}  # fmt: skip
+    args = harness.parse_args(parser, argv, smoke)
     shapes = harness.parse_shapes(args.shapes)
     batch_sizes = [int(b) for b in args.batches.split(",")]
     trainer_n = [int(n) for n in args.trainer_examples.split(",")]
