@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test bench lint
+.PHONY: up test test-fast bench lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,14 @@ up: $(VENV)/.runtime
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest
 
+## The fast subset: every test not marked slow (under 3 minutes on 2 cores; see README).
+test-fast: $(VENV)/.dev
+	$(BIN)/python -m pytest -m "not slow"
+
 ## Run the /act benchmark (prints a table; see README).
 bench: $(VENV)/.dev
 	$(BIN)/python bench/act_throughput.py
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check service bandits training exporter tests bench
+	$(BIN)/ruff check service bandits training exporter eventlog tests bench
 	$(BIN)/mypy

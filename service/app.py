@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from eventlog.aio import RedisLog
+from eventlog.sync import LogClient
 from exporter.spec import PolicySpec, RewardConfig, resolve
 from service import errors
 from service.auth import Keyring
@@ -17,7 +19,6 @@ from service.livewatch import LiveWatch
 from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestMetrics
 from service.modes import PolicyModes
-from service.redislog import RedisLog
 from service.registry import PolicyRegistry
 from service.rewards import Rewarder
 from service.routes import act, experiments, health, offline, policies, rewards
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log = RedisLog.from_url(settings.redis_url, settings.event_ttl_margin_seconds)  # type: ignore[arg-type]
+        jobs_log = LogClient(settings.redis_url)  # type: ignore[arg-type]
         registry = PolicyRegistry(settings.store, log, on_swap=metrics.set_live)
         experiments = ExperimentRouter(log)
         spool = Spool(settings.spool_path, settings.spool_max_bytes)
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.log, app.state.registry, app.state.decider = log, registry, decider
         app.state.experiments, app.state.spool, app.state.modes = experiments, spool, modes
         app.state.rewarder = Rewarder(log, registry, metrics, spool)
+        app.state.jobs_log = jobs_log
         try:
             await registry.start()
             if settings.demo_policy and DEMO_POLICY.name not in registry.loaded():
@@ -72,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await decider.close()
             await spool.close()
             await log.close()
+            jobs_log.close()
 
     app = FastAPI(
         title="banditd",

@@ -208,17 +208,16 @@ def _offline(args: argparse.Namespace, job: Callable[..., int]) -> int:
         print(f"banditd {args.command}: REDIS_URL is not set", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from redis.exceptions import RedisError  # noqa: PLC0415
-
+    from eventlog import LogUnavailable  # noqa: PLC0415
+    from eventlog.sync import LogClient  # noqa: PLC0415
     from training import offline  # noqa: PLC0415
-    from training.logclient import LogClient  # noqa: PLC0415
 
     log = LogClient(settings.redis_url)
     try:
         return job(settings.store, log, _ProgressBar())
     except offline.OfflineError as error:
         print(f"banditd {args.command}: {error.message}", file=sys.stderr)
-    except RedisError as error:
+    except LogUnavailable as error:
         print(f"banditd {args.command}: Redis at REDIS_URL: {error}", file=sys.stderr)
     finally:
         log.close()

@@ -18,17 +18,17 @@ import orjson
 
 import bandits
 from bandits.features import FeatureError, FeatureSchema
+from eventlog import DecisionRecord, LogUnavailable
+from eventlog.aio import RedisLog
 from exporter.spec import PolicySpec
 from service.batcher import MicroBatcher
-from service.errors import Conflict, InvalidInput, ServiceError, Unavailable
+from service.errors import Conflict, InvalidInput, ServiceError
 from service.experiments import ExperimentRouter
 from service.metrics import Metrics
 from service.modes import PolicyModes
-from service.redislog import RedisLog
 from service.registry import PolicyRegistry, ServedPolicy
 from service.schemas import FLOAT32_MAX, ActRequest, Candidate
 from service.spool import Spool
-from training.eventlog import DecisionRecord
 from training.ope import baseline_actions
 
 logger = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ class Decider:
         if request.event_id is not None and not self.spool.active:
             try:
                 earlier = await self.log.find_decision(request.event_id)
-            except Unavailable:
+            except LogUnavailable:
                 earlier = None  # the spool drain still refuses a second decision for the event id
             if earlier is not None:
                 return self._repeat(request, *earlier)
@@ -436,7 +436,7 @@ class Decider:
         if not self.spool.active:
             try:
                 return await self.log.record_decisions(records, responses, wait_seconds)
-            except Unavailable as error:
+            except LogUnavailable as error:
                 reason = error.message
         else:
             reason = "older writes are still being written from the spool"

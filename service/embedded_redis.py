@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-import redis
+from eventlog.sync import ping
 
 logger = logging.getLogger(__name__)
 
@@ -98,19 +98,13 @@ class EmbeddedRedis:
     def _wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         assert self.port is not None
-        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.2)
-        try:
-            while time.monotonic() < deadline:
-                if self.process is not None and self.process.poll() is not None:
-                    return False
-                try:
-                    if client.ping():
-                        return True
-                except redis.RedisError:
-                    time.sleep(0.05)
-            return False
-        finally:
-            client.close()
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                return False
+            if ping(f"redis://{self.host}:{self.port}/0"):
+                return True
+            time.sleep(0.05)
+        return False
 
     def stop(self) -> None:
         if self.process is None:

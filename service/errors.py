@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from eventlog import LogUnavailable
 from service.schemas import UNION_TAGS
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,10 @@ class BodyTooLarge(ServiceError):
     status, code = 413, "body_too_large"
 
 
-class Unavailable(ServiceError):
+class Unavailable(ServiceError, LogUnavailable):
+    """503: the event log (or the spool) cannot take the request now; the event log's own
+    ``LogUnavailable`` gets the same body."""
+
     status, code, retryable = 503, "unavailable", True
 
 
@@ -111,6 +115,11 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
+async def _log_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LogUnavailable)
+    return error_response(Unavailable(exc.message, exc.field))
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems = [_problem(e) for e in exc.errors()]
@@ -130,5 +139,6 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(LogUnavailable, _log_unavailable)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

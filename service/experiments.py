@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from eventlog import DecisionRecord, LogUnavailable, RewardRecord, TrainingDecision
+from eventlog.aio import RedisLog
 from exporter.spec import PolicySpec
-from service.errors import InvalidInput, NotFound, Unavailable
-from service.redislog import RedisLog
-from training.eventlog import DecisionRecord, RewardRecord, TrainingDecision
+from service.errors import InvalidInput, NotFound
 from training.experiments import Experiment, Variant, assign_fixed, assign_thompson, lift, mean_interval
 from training.join import RewardJoin
 
@@ -38,7 +38,7 @@ class ExperimentRouter:
             return cached[1]
         try:
             data = await self.log.experiment(name)
-        except Unavailable:
+        except LogUnavailable:
             if cached is None:
                 raise
             return cached[1]  # Redis is away: keep routing by the last known definition
@@ -54,7 +54,7 @@ class ExperimentRouter:
             return cached[1]
         try:
             stats = await self.log.experiment_stats(name)
-        except Unavailable:
+        except LogUnavailable:
             if cached is None:
                 raise
             return cached[1]

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from redis.exceptions import RedisError
-
+from eventlog import LogUnavailable
+from eventlog.aio import RedisLog
 from service.errors import ServiceError
 from service.metrics import Metrics
-from service.redislog import RedisLog
 from service.registry import PolicyRegistry
 
 logger = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ class LiveWatch:
                     found = await self.log.policy(name)
                     if found is not None:
                         await self._apply(name, found[1])
-            except (RedisError, ServiceError) as error:
+            except (LogUnavailable, ServiceError) as error:
                 if self._closing:
                     return
                 logger.warning("announcements interrupted (%s); polling covers the gap", error)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 
-from service.errors import Unavailable
-from service.redislog import RedisLog
+from eventlog import LogUnavailable
+from eventlog.aio import RedisLog
 
 CACHE_SECONDS = 1.0
 
@@ -27,7 +27,7 @@ class PolicyModes:
             return cached[1]
         try:
             mode = await self.log.mode(name)
-        except Unavailable:
+        except LogUnavailable:
             return cached[1] if cached is not None else "online"  # Redis away: the last known mode
         self._cached[name] = (time.monotonic(), mode)
         return mode

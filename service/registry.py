@@ -15,12 +15,12 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from eventlog import parse_version
+from eventlog.aio import RedisLog
 from exporter import loader, savedmodel
 from exporter.spec import PolicySpec
 from service.errors import Conflict, NotFound
-from service.redislog import RedisLog
 from training import checkpoints
-from training.eventlog import parse_version
 
 logger = logging.getLogger(__name__)
 

@@ -10,14 +10,14 @@ import time
 import uuid
 from typing import Any
 
+from eventlog import LogUnavailable, RewardRecord
+from eventlog.aio import RedisLog
 from service.auth import Grant
-from service.errors import LateReward, NotFound, Unavailable
+from service.errors import LateReward, NotFound
 from service.metrics import Metrics
-from service.redislog import RedisLog
 from service.registry import PolicyRegistry
 from service.schemas import RewardResponse
 from service.spool import Spool
-from training.eventlog import RewardRecord
 
 KIND = "reward"
 
@@ -40,7 +40,7 @@ class Rewarder:
         if not self.spool.active:
             try:
                 return await self.record(event_id, reward, received_ms, grant.policies, token, terminal=terminal)
-            except Unavailable as error:
+            except LogUnavailable as error:
                 reason = error.message
         else:
             reason = "older writes are still being written from the spool"

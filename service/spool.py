@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from eventlog import LogUnavailable
 from service.errors import ServiceError, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -190,13 +191,13 @@ class Spool:
                 for end, entry in entries:
                     try:
                         await self._writers[entry["kind"]](entry)
-                    except Unavailable:
+                    except LogUnavailable:
                         raise
                     except ServiceError as error:  # e.g. a reward for an unknown event: logged, dropped
                         logger.warning("spool: %s entry not written: %s", entry["kind"], error.message)
                     written = end
                     self.flushed += 1
-            except Unavailable as error:
+            except LogUnavailable as error:
                 self.last_error = error.message
                 return False
             finally:

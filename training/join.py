@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from eventlog import RewardRecord, TrainingDecision
 from exporter.spec import PackedWidths, RewardConfig
-from training.eventlog import RewardRecord, TrainingDecision
 
 OUTCOMES = ("rewarded", "defaulted", "late", "duplicate")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 import json
 import logging
 import math
@@ -35,20 +36,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-import redis
 
+import eventlog
 from bandits.features import FeatureError
+from eventlog import scripts
+from eventlog.sync import LogClient
 from exporter import loader, savedmodel
 from exporter.spec import PackedWidths, PolicySpec
-from training import checkpoints, eventlog
+from training import checkpoints
 from training.join import packed_inputs
-from training.logclient import LogClient
 from training.ope import evaluate_policy
 
 logger = logging.getLogger(__name__)
 
-READ_BATCH = 5000
-"""Stream entries per XRANGE call when reading the log."""
+IMPORTED_EVENT_MARGIN_SECONDS = 60.0
+"""Imported decisions' event hashes expire this long after their reward window."""
 WRITE_BATCH = 2000
 """Decisions (and as many rewards) per pipelined round trip when importing."""
 UPDATE_BATCH = 10_000
@@ -432,19 +434,10 @@ def _spec(log: LogClient, name: str) -> PolicySpec:
     return spec
 
 
-def _xrange(
-    log: LogClient, key: str, start: str, end: str, progress: Progress
-) -> Iterator[tuple[str, dict[bytes, bytes]]]:
-    """Every entry of a stream between two ids (inclusive), READ_BATCH per round trip."""
-    low = start
-    while True:
-        entries: Any = log.client.xrange(key, min=low, max=end, count=READ_BATCH)
-        for entry, fields in entries:
-            yield entry.decode(), fields
-        progress.advance(len(entries))
-        if len(entries) < READ_BATCH:
-            return
-        low = f"({entries[-1][0].decode()}"
+def _counted(batches: Iterator[list[Any]], progress: Progress) -> Iterator[list[Any]]:
+    for batch in batches:
+        progress.advance(len(batch))
+        yield batch
 
 
 def read_joined_log(
@@ -465,23 +458,22 @@ def read_joined_log(
     start = "-" if since_ms is None else str(int(since_ms))
     end = "+" if until_ms is None else str(int(until_ms) - 1)
     decisions: dict[str, eventlog.DecisionRecord] = {}
-    total: Any = log.client.xlen(eventlog.decisions_key(name))
-    progress.start("read decisions", int(total))
+    total_decisions, total_rewards = log.stream_lengths(name)
+    progress.start("read decisions", total_decisions)
     # An empty range (until <= since, or until 0: end "-1" is no stream id) reads nothing.
     if until_ms is None or (int(until_ms) > 0 and (since_ms is None or int(until_ms) > int(since_ms))):
-        for entry, fields in _xrange(log, eventlog.decisions_key(name), start, end, progress):
-            decisions[entry] = eventlog.DecisionRecord.from_fields(fields)
+        for batch in log.scan_decisions(name, start, end):
+            decisions.update(batch)
+            progress.advance(len(batch))
     progress.finish()
 
     earliest = spec.reward.aggregation == "earliest"
     reward_sums: dict[str, float] = {}
     reward_times: dict[str, int] = {}
-    total = log.client.xlen(eventlog.rewards_key(name))
-    progress.start("read rewards", int(total))
+    progress.start("read rewards", total_rewards)
     if decisions:
         first = next(iter(decisions))  # rewards come after their decision
-        for _, fields in _xrange(log, eventlog.rewards_key(name), first, "+", progress):
-            record = eventlog.RewardRecord.from_raw(fields)
+        for _, record in itertools.chain.from_iterable(_counted(log.scan_rewards(name, first), progress)):
             decision = record.decision_entry
             if record.late or decision not in decisions:
                 continue  # late rewards never count; others belong to decisions outside the range
@@ -828,11 +820,7 @@ def import_log(
     _check_logged(data, spec)
     n = len(data.actions)
     ts_ms = data.ts_ms if data.ts_ms is not None else np.full(n, log.server_time_ms(), np.int64)
-    decisions_key, rewards_key, stats_key = (
-        eventlog.decisions_key(name),
-        eventlog.rewards_key(name),
-        eventlog.stats_key(name),
-    )
+    ttl_ms = int((spec.reward.wait_seconds + IMPORTED_EVENT_MARGIN_SECONDS) * 1000)
     progress.start(f"import {name}", n)
     for lo in range(0, n, WRITE_BATCH):
         rows = range(lo, min(n, lo + WRITE_BATCH))
@@ -857,19 +845,7 @@ def import_log(
             )
             for i in rows
         ]
-        with log.client.pipeline(transaction=False) as pipe:
-            for record in records:
-                pipe.xadd(decisions_key, record.to_fields())  # type: ignore[arg-type]
-            pipe.hincrby(stats_key, eventlog.STAT_DECISIONS, len(records))
-            entries = [entry.decode() for entry in pipe.execute()[:-1]]
-        with log.client.pipeline(transaction=False) as pipe:
-            for record, entry, i in zip(records, entries, rows, strict=True):
-                reward = eventlog.RewardRecord(
-                    record.event_id, record.ts_ms, float(data.rewards[i]), False, decision_entry=entry, sequence=1
-                )
-                pipe.xadd(rewards_key, reward.to_fields())  # type: ignore[arg-type]
-            pipe.hincrby(stats_key, eventlog.STAT_REWARDS, len(records))
-            pipe.execute()
+        log.record_logged(records, data.rewards[lo : lo + len(records)].tolist(), spec.reward.aggregation, ttl_ms)
         progress.advance(len(records))
     progress.finish()
     logger.info("policy %s: imported %d decisions with rewards from %s (%s)", name, n, path, fmt)
@@ -881,8 +857,7 @@ def import_log(
 
 def candidate(log: LogClient, name: str) -> str | None:
     """The policy's candidate version '<export>.0', if a retrain left one."""
-    raw: Any = log.client.hget(eventlog.CANDIDATES, name)
-    return None if raw is None else raw.decode()
+    return log.candidate(name)
 
 
 def _live(log: LogClient, name: str) -> str:
@@ -959,7 +934,7 @@ def retrain(
         progress.advance(hi - lo)
     progress.finish()
     new_export = savedmodel.export(policy, spec, store)
-    log.client.hset(eventlog.CANDIDATES, name, f"{new_export}.0")
+    log.set_candidate(name, f"{new_export}.0")
     logger.info(
         "policy %s: retrained on %d examples (%s) as candidate %d.0",
         name,
@@ -1089,36 +1064,11 @@ def promote(store: Path, log: LogClient, name: str, version: str | None = None) 
         checkpoint = log.next_checkpoint(name)
         checkpoints.copy_for_rollback(store, name, (target_export, 0), (live_export, live_checkpoint), checkpoint)
         promoted = f"{target_export}.{checkpoint}"
-        if _swap_live(log, name, expected_live=live, expected_candidate=target, version=promoted):
+        if log.move_live(name, live, promoted, candidate=target) == scripts.MOVED:
             logger.info("policy %s: promoted candidate %s as %s (was %s)", name, target, promoted, live)
             return promoted
         logger.info("policy %s: live version or candidate moved while promoting; trying again", name)
     raise Busy(f"candidate: the live version of policy {name!r} kept changing while promoting; try again")
-
-
-def _swap_live(log: LogClient, name: str, expected_live: str, expected_candidate: str, version: str) -> bool:
-    """Moves the live pointer to ``version``, announces it and clears the candidate, only if
-    neither the live version nor the candidate changed meanwhile (WATCH/MULTI)."""
-    with log.client.pipeline(transaction=True) as pipe:
-        try:
-            pipe.watch(eventlog.LIVE, eventlog.CANDIDATES)
-            live: Any = pipe.hget(eventlog.LIVE, name)
-            current: Any = pipe.hget(eventlog.CANDIDATES, name)
-            if (
-                live is None
-                or live.decode() != expected_live
-                or current is None
-                or current.decode() != expected_candidate
-            ):
-                return False
-            pipe.multi()
-            pipe.hset(eventlog.LIVE, name, version)
-            pipe.publish(eventlog.ANNOUNCE, f"{name} {version}")
-            pipe.hdel(eventlog.CANDIDATES, name)
-            pipe.execute()
-            return True
-        except redis.WatchError:
-            return False
 
 
 def auto_promote_configured(log: LogClient, name: str) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from training.eventlog import TrainingDecision
+from eventlog import TrainingDecision
 from training.join import Examples
 
 RETURNS_KEPT = 100

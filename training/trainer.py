@@ -23,13 +23,14 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from redis.exceptions import RedisError
 
+import eventlog
+from eventlog import LogUnavailable, scripts
+from eventlog.sync import LogClient
 from exporter import savedmodel
 from exporter.spec import PolicySpec
-from training import checkpoints, eventlog
+from training import checkpoints
 from training.join import OUTCOMES, RewardJoin
-from training.logclient import LogClient
 from training.metrics import TrainerMetrics
 from training.sessions import SessionJoin
 from training.settings import TrainerSettings
@@ -260,10 +261,10 @@ class PolicyTrainer:
             self.state.join |= {SESSIONS + k: v for k, v in self.sessions.state().items()}
         checkpoints.write(self.policy, self.state, self.store, self.name, self.export, checkpoint)
         version = f"{self.export}.{checkpoint}"
-        outcome = self.log.publish(self.name, self.holder, self.live, version)
-        if outcome == 0:
+        outcome = self.log.move_live(self.name, self.live, version, holder=self.holder)
+        if outcome == scripts.LEASE_LOST:
             raise LeaseLost(self.name)
-        if outcome < 0:
+        if outcome != scripts.MOVED:
             logger.info("policy %s: live version changed (rollback?); resuming from it", self.name)
             self.resume()
             return None
@@ -360,7 +361,7 @@ class Trainer:
                 try:
                     if self.run_once() == 0:
                         time.sleep(self.settings.trainer_poll_seconds)
-                except RedisError as error:
+                except LogUnavailable as error:
                     # Whatever this pass did after its last checkpoint is redone from it.
                     logger.warning("redis unavailable (%s); resuming from the checkpoints in 1 s", error)
                     self.trainers.clear()

@@ -1,7 +1,7 @@
 """Offline jobs on a policy (admin): retrain a candidate, evaluate it, promote it.
 
-The work is training.offline's, run in a worker thread with its own synchronous Redis
-connection; these handlers validate, call it, and apply a new live version locally.
+The work is training.offline's, run in a worker thread with the app's synchronous
+event-log client; these handlers validate, call it, and apply a new live version locally.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from fastapi import APIRouter, Depends, Request
-from redis.exceptions import RedisError
 
+from eventlog.sync import LogClient
 from service.auth import require_admin_policy
 from service.errors import Conflict, InvalidInput, NotFound, ServiceError, Unavailable
 from service.registry import PolicyRegistry
@@ -28,7 +28,6 @@ from service.schemas import (
     error_responses,
 )
 from training import offline
-from training.logclient import LogClient
 
 router = APIRouter(prefix="/policies", tags=["offline"], responses=error_responses())
 
@@ -46,23 +45,13 @@ def _service_error(error: offline.OfflineError) -> ServiceError:
 
 
 async def _run(request: Request, job: Callable[[Path, LogClient], T]) -> T:
-    """Runs job(store, log) in a worker thread with its own Redis connection; its errors
-    become the service's."""
+    """Runs job(store, log) in a worker thread with the app's synchronous event-log client;
+    its errors become the service's (LogUnavailable is a 503 already)."""
     registry: PolicyRegistry = request.app.state.registry
-
-    def work() -> T:
-        log = LogClient(request.app.state.settings.redis_url)
-        try:
-            return job(registry.store, log)
-        finally:
-            log.close()
-
     try:
-        return await asyncio.to_thread(work)
+        return await asyncio.to_thread(job, registry.store, request.app.state.jobs_log)
     except offline.OfflineError as error:
         raise _service_error(error) from error
-    except RedisError as error:
-        raise Unavailable(f"event log unavailable: {error.__class__.__name__}") from error
 
 
 _ERRORS = error_responses(

@@ -8,15 +8,15 @@ import dataclasses
 from fastapi import APIRouter, Depends, Request
 
 import bandits
+from eventlog import parse_version
 from exporter import savedmodel
 from exporter import spec as policy_spec
 from exporter.spec import PolicySpec
 from service.auth import require_admin, require_admin_policy, require_read, require_read_policy
-from service.errors import InvalidInput, LimitReached, NotFound
+from service.errors import Conflict, InvalidInput, LimitReached, NotFound
 from service.registry import PolicyRegistry
 from service.schemas import ModeRequest, PolicyCreate, PolicyInfo, PolicyList, RollbackRequest, error_responses
 from training import checkpoints
-from training.eventlog import parse_version
 from training.trainer import MODEL_STAT
 
 router = APIRouter(prefix="/policies", tags=["policies"], responses=error_responses())
@@ -205,11 +205,14 @@ async def rollback(name: str, body: RollbackRequest, request: Request) -> Policy
     target_spec = PolicySpec.from_dict(savedmodel.read_manifest(registry.store, name, target[0])["spec"])
     if target_spec.inputs() != served.spec.inputs():
         raise InvalidInput(f"to: version {body.to!r} has other input or action dimensions than the live one", "to")
+    found = await log.policy(name)
+    live = found[1] if found is not None else served.version
     checkpoint = await log.next_checkpoint(name)
-    current = parse_version(served.version)
+    current = parse_version(live)
     await asyncio.to_thread(checkpoints.copy_for_rollback, registry.store, name, target, current, checkpoint)
     version = f"{target[0]}.{checkpoint}"
-    await log.set_live(name, version)
+    if not await log.move_live(name, live, version):
+        raise Conflict(f"to: the live version of policy {name!r} changed while rolling back; try again", "to")
     await registry.apply(name, version)
     return await _info(request, name)
 

@@ -8,8 +8,8 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+import eventlog
 from tests.service.conftest import LINUCB, ClientFactory
-from training import eventlog
 
 CONTEXT = [0.5, -1.0, 0.25, 2.0]
 

@@ -6,8 +6,8 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+import eventlog
 from tests.service.test_api import stored_counts
-from training import eventlog
 
 FEATURES = [
     {"name": "age", "type": "numeric", "default": 30.0},

@@ -11,8 +11,8 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+import eventlog
 from tests.service.conftest import ClientFactory
-from training import eventlog
 from training.experiments import Experiment, assign_fixed
 
 CONTEXT = [0.5, -1.0, 0.25, 2.0]

@@ -11,11 +11,11 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+import eventlog
 from service.app import create_app
 from service.embedded_redis import EmbeddedRedis
 from service.settings import Settings
 from tests.service.conftest import LINUCB
-from training import eventlog
 
 CONTEXT = [0.5, -1.0, 2.0, 0.25]
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from eventlog.sync import LogClient
 from service.app import create_app
 from service.settings import Settings
-from training.logclient import LogClient
 from training.metrics import TrainerMetrics
 from training.settings import TrainerSettings
 from training.trainer import PolicyTrainer, Trainer

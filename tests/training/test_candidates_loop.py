@@ -10,7 +10,7 @@ import numpy as np
 import redis
 from fastapi.testclient import TestClient
 
-from training import eventlog
+import eventlog
 from training.simulators import CandidateSimulator
 from training.trainer import PolicyTrainer
 

@@ -16,9 +16,10 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+import eventlog
+from eventlog.sync import LogClient
 from tests.bandits.test_linear import closed_form
-from training import checkpoints, eventlog
-from training.logclient import LogClient
+from training import checkpoints
 from training.metrics import TrainerMetrics
 from training.trainer import NEVER, PolicyTrainer
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from eventlog import parse_version
+from eventlog.sync import LogClient
 from exporter.spec import PolicySpec
 from service.app import create_app
 from service.settings import Settings
 from training import checkpoints
-from training.eventlog import parse_version
-from training.logclient import LogClient
 from training.metrics import TrainerMetrics
 from training.trainer import PolicyTrainer
 

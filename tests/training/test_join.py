@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from eventlog import RewardRecord, TrainingDecision
 from exporter.spec import RewardConfig
-from training.eventlog import RewardRecord, TrainingDecision
 from training.join import RewardJoin
 
 WAIT_MS = 10_000

@@ -12,16 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import redis
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+import eventlog
+from eventlog.sync import LogClient
 from service import cli
 from tests.training.test_trainer import play, wait_for_version
-from training import checkpoints, eventlog, offline
-from training.logclient import LogClient
+from training import checkpoints, offline
 from training.offline import JoinedLog
 from training.trainer import PolicyTrainer
 
@@ -136,11 +138,11 @@ def expected_log(records: list[eventlog.DecisionRecord], rows: range, aggregatio
 
 @pytest.mark.parametrize("aggregation", ["earliest", "sum"])
 def test_exported_parquet_is_the_joined_log_in_redis(
-    aggregation: str, app_client: TestClient, log_client: LogClient, tmp_path: Path
+    aggregation: str, app_client: TestClient, log_client: LogClient, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     body = POLICY | {"reward": {"default": -1.0, "aggregation": aggregation}}
     assert app_client.post("/policies", json=body).status_code == 201
-    records = write_log(log_client.client, 10)
+    records = write_log(redis_client, 10)
 
     joined = offline.read_joined_log(log_client, "shop")
     expected = expected_log(records, range(10), aggregation, -1.0)
@@ -180,10 +182,10 @@ def test_parquet_without_masks_and_the_file_layout(
 
 
 def test_dsjson_lines_carry_cost_probability_and_actions(
-    app_client: TestClient, log_client: LogClient, tmp_path: Path
+    app_client: TestClient, log_client: LogClient, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     assert app_client.post("/policies", json=POLICY | {"reward": {"default": -1.0}}).status_code == 201
-    write_log(log_client.client, 10)
+    write_log(redis_client, 10)
     joined = offline.read_joined_log(log_client, "shop")
     lines = joined.to_dsjson(tmp_path / "log.json").read_text().splitlines()
     assert len(lines) == 10

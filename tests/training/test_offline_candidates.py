@@ -12,8 +12,8 @@ import pyarrow.csv as pa_csv
 import pytest
 from fastapi.testclient import TestClient
 
+from eventlog.sync import LogClient
 from training import offline
-from training.logclient import LogClient
 from training.offline import JoinedLog
 from training.trainer import PolicyTrainer
 

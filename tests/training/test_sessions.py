@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.eventlog import TrainingDecision
+from eventlog import TrainingDecision
 from training.join import Examples
 from training.sessions import SessionJoin
 

@@ -10,8 +10,9 @@ import numpy as np
 import redis
 from fastapi.testclient import TestClient
 
+import eventlog
 from exporter import loader
-from training import checkpoints, eventlog, ope
+from training import checkpoints, ope
 from training.simulators import LinearSimulator
 from training.trainer import PolicyTrainer
 

@@ -12,13 +12,14 @@ import redis
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 
+import eventlog
+from eventlog.sync import LogClient
 from exporter import savedmodel
 from exporter.spec import PolicySpec
 from service.app import create_app
 from service.settings import Settings
 from tests.bandits.test_linear import closed_form
-from training import checkpoints, eventlog
-from training.logclient import LogClient
+from training import checkpoints
 from training.metrics import TrainerMetrics
 from training.settings import TrainerSettings
 from training.trainer import PolicyTrainer, Trainer

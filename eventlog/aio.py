@@ -1,7 +1,6 @@
-"""The service's only door to Redis: policy specs, live pointers, decisions, rewards, stats.
+"""The event log's async client (the API's): policy specs, live pointers, decisions, rewards.
 
-Key names and record formats come from training.eventlog; Redis errors become
-``Unavailable`` (503, retryable) here.
+Redis errors become ``LogUnavailable`` (503, retryable) here.
 """
 
 from __future__ import annotations
@@ -17,9 +16,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
+from eventlog import keys, scripts
+from eventlog.errors import LogUnavailable
+from eventlog.records import DecisionRecord, RewardRecord, text
 from exporter.spec import PolicySpec
-from service.errors import Unavailable
-from training import eventlog
 
 logger = logging.getLogger(__name__)
 
@@ -34,25 +34,18 @@ def _storage_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[
             return await method(*args, **kwargs)
         except RedisError as error:
             logger.warning("redis error in %s: %s", method.__name__, error)
-            raise Unavailable(f"event log unavailable: {error.__class__.__name__}") from error
+            raise LogUnavailable(f"event log unavailable: {error.__class__.__name__}") from error
 
     return wrapper
 
 
-def _str(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _flatten(fields: dict[str, str]) -> list[str]:
-    return [item for pair in fields.items() for item in pair]
-
-
 class RedisLog:
     def __init__(self, client: aioredis.Redis, event_ttl_margin_seconds: float) -> None:
-        self.client = client
+        self._redis = client
         self._margin_ms = int(event_ttl_margin_seconds * 1000)
-        self._record_decisions = client.register_script(eventlog.RECORD_DECISIONS_LUA)
-        self._record_reward = client.register_script(eventlog.RECORD_REWARD_LUA)
+        self._record_decisions = client.register_script(scripts.RECORD_DECISIONS_LUA)
+        self._record_reward = client.register_script(scripts.RECORD_REWARD_LUA)
+        self._move_live = client.register_script(scripts.MOVE_LIVE_LUA)
 
     @classmethod
     def from_url(cls, url: str, event_ttl_margin_seconds: float) -> RedisLog:
@@ -68,80 +61,79 @@ class RedisLog:
         return cls(client, event_ttl_margin_seconds)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self._redis.aclose()
 
     @_storage_errors
     async def ping(self) -> bool:
-        return bool(await self.client.ping())
+        return bool(await self._redis.ping())
 
     # -- policies ---------------------------------------------------------------------
 
     @_storage_errors
     async def add_policy(self, spec: PolicySpec, live_version: str) -> bool:
         """Stores a new policy; False if the name is taken."""
-        added = await self.client.hsetnx(eventlog.POLICIES, spec.name, orjson.dumps(spec.to_dict()))
+        added = await self._redis.hsetnx(keys.POLICIES, spec.name, orjson.dumps(spec.to_dict()))
         if added:
-            await self.client.hset(eventlog.LIVE, spec.name, live_version)
-            await self.client.hset(eventlog.MODES, spec.name, spec.mode)
+            await self._redis.hset(keys.LIVE, spec.name, live_version)
+            await self._redis.hset(keys.MODES, spec.name, spec.mode)
         return bool(added)
 
     @_storage_errors
     async def mode(self, name: str) -> str:
-        """The policy's serving mode (eventlog.MODE_VALUES); online when none was recorded."""
-        raw = await self.client.hget(eventlog.MODES, name)
-        return "online" if raw is None else _str(raw)
+        """The policy's serving mode (records.MODE_VALUES); online when none was recorded."""
+        raw = await self._redis.hget(keys.MODES, name)
+        return "online" if raw is None else text(raw)
 
     @_storage_errors
     async def set_mode(self, name: str, mode: str) -> None:
-        await self.client.hset(eventlog.MODES, name, mode)
+        await self._redis.hset(keys.MODES, name, mode)
 
     @_storage_errors
     async def policy(self, name: str) -> tuple[PolicySpec, str] | None:
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hget(eventlog.POLICIES, name)
-            pipe.hget(eventlog.LIVE, name)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.POLICIES, name)
+            pipe.hget(keys.LIVE, name)
             raw_spec, live = await pipe.execute()
         if raw_spec is None:
             return None
-        return PolicySpec.from_dict(orjson.loads(raw_spec)), _str(live or "1.0")
+        return PolicySpec.from_dict(orjson.loads(raw_spec)), text(live or "1.0")
 
     @_storage_errors
     async def policy_names(self) -> list[str]:
-        names: list[Any] = await self.client.hkeys(eventlog.POLICIES)
-        return sorted(_str(name) for name in names)
+        names: list[Any] = await self._redis.hkeys(keys.POLICIES)
+        return sorted(text(name) for name in names)
 
     @_storage_errors
     async def stats(self, name: str) -> dict[str, int]:
-        raw: dict[Any, Any] = await self.client.hgetall(eventlog.stats_key(name))
-        return {_str(k): int(v) for k, v in raw.items()}
+        raw: dict[Any, Any] = await self._redis.hgetall(keys.stats_key(name))
+        return {text(k): int(v) for k, v in raw.items()}
 
     @_storage_errors
     async def live_versions(self) -> dict[str, str]:
-        raw: dict[Any, Any] = await self.client.hgetall(eventlog.LIVE)
-        return {_str(k): _str(v) for k, v in raw.items()}
+        raw: dict[Any, Any] = await self._redis.hgetall(keys.LIVE)
+        return {text(k): text(v) for k, v in raw.items()}
 
     @_storage_errors
-    async def set_live(self, name: str, version: str) -> None:
-        """Moves the live pointer and announces it (a rollback)."""
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(eventlog.LIVE, name, version)
-            pipe.publish(eventlog.ANNOUNCE, f"{name} {version}")
-            await pipe.execute()
+    async def move_live(self, name: str, expected: str, version: str) -> bool:
+        """Moves the live pointer from ``expected`` to ``version`` and announces it; False when
+        the live version is no longer ``expected`` (scripts.MOVE_LIVE_LUA)."""
+        call_keys, args = scripts.move_live_call(name, expected, version)
+        return int(await self._move_live(keys=call_keys, args=args)) == scripts.MOVED
 
     @_storage_errors
     async def next_checkpoint(self, name: str) -> int:
-        return int(await self.client.incr(eventlog.checkpoint_seq_key(name)))
+        return int(await self._redis.incr(keys.checkpoint_seq_key(name)))
 
     @_storage_errors
     async def trainer_stats(self, name: str) -> dict[str, str]:
         """The trainer's view of a policy, plus "holder": the trainer holding its lease, if any."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hgetall(eventlog.trainer_key(name))
-            pipe.get(eventlog.lease_key(name))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.trainer_key(name))
+            pipe.get(keys.lease_key(name))
             raw, holder = await pipe.execute()
-        stats = {_str(k): _str(v) for k, v in raw.items()}
+        stats = {text(k): text(v) for k, v in raw.items()}
         if holder is not None:
-            stats["holder"] = _str(holder)
+            stats["holder"] = text(holder)
         return stats
 
     # -- experiments ------------------------------------------------------------------
@@ -149,55 +141,57 @@ class RedisLog:
     @_storage_errors
     async def add_experiment(self, name: str, definition: dict[str, Any], change: dict[str, Any]) -> bool:
         """Stores a new experiment and its first change-log entry; False if the name is taken."""
-        if not await self.client.hsetnx(eventlog.EXPERIMENTS, name, orjson.dumps(definition)):
+        if not await self._redis.hsetnx(keys.EXPERIMENTS, name, orjson.dumps(definition)):
             return False
-        await self.client.rpush(eventlog.experiment_changes_key(name), orjson.dumps(change))
+        await self._redis.rpush(keys.experiment_changes_key(name), orjson.dumps(change))
         return True
 
     @_storage_errors
     async def update_experiment(self, name: str, definition: dict[str, Any], change: dict[str, Any]) -> None:
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(eventlog.EXPERIMENTS, name, orjson.dumps(definition))
-            pipe.rpush(eventlog.experiment_changes_key(name), orjson.dumps(change))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.EXPERIMENTS, name, orjson.dumps(definition))
+            pipe.rpush(keys.experiment_changes_key(name), orjson.dumps(change))
             await pipe.execute()
 
     @_storage_errors
     async def experiment(self, name: str) -> dict[str, Any] | None:
-        raw: Any = await self.client.hget(eventlog.EXPERIMENTS, name)
+        raw: Any = await self._redis.hget(keys.EXPERIMENTS, name)
         return None if raw is None else orjson.loads(raw)
 
     @_storage_errors
     async def experiment_names(self) -> list[str]:
-        names: list[Any] = await self.client.hkeys(eventlog.EXPERIMENTS)
-        return sorted(_str(n) for n in names)
+        names: list[Any] = await self._redis.hkeys(keys.EXPERIMENTS)
+        return sorted(text(n) for n in names)
 
     @_storage_errors
     async def experiment_changes(self, name: str) -> list[dict[str, Any]]:
-        raw: list[Any] = await self.client.lrange(eventlog.experiment_changes_key(name), 0, -1)
+        raw: list[Any] = await self._redis.lrange(keys.experiment_changes_key(name), 0, -1)
         return [orjson.loads(item) for item in raw]
 
     @_storage_errors
     async def experiment_stats(self, name: str) -> dict[str, float]:
-        raw: dict[Any, Any] = await self.client.hgetall(eventlog.experiment_stats_key(name))
-        return {_str(k): float(v) for k, v in raw.items()}
+        raw: dict[Any, Any] = await self._redis.hgetall(keys.experiment_stats_key(name))
+        return {text(k): float(v) for k, v in raw.items()}
 
     @_storage_errors
     async def read_streams(self, policy: str) -> tuple[list[Any], list[Any]]:
         """Every decision and reward entry of a policy (for reports): (decisions, rewards)."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.xrange(eventlog.decisions_key(policy))
-            pipe.xrange(eventlog.rewards_key(policy))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(keys.decisions_key(policy))
+            pipe.xrange(keys.rewards_key(policy))
             decisions, rewards = await pipe.execute()
         return decisions, rewards
 
     async def announcements(self) -> AsyncIterator[tuple[str, str]]:
-        """Yields (policy, version) for every live-version announcement; RedisError on failure."""
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        """Yields (policy, version) for every live-version announcement; LogUnavailable on failure."""
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(eventlog.ANNOUNCE)
+            await pubsub.subscribe(keys.ANNOUNCE)
             async for message in pubsub.listen():
-                name, _, version = _str(message["data"]).partition(" ")
+                name, _, version = text(message["data"]).partition(" ")
                 yield name, version
+        except RedisError as error:
+            raise LogUnavailable(f"event log unavailable: {error.__class__.__name__}") from error
         finally:
             await pubsub.aclose()
 
@@ -205,58 +199,45 @@ class RedisLog:
 
     @_storage_errors
     async def record_decisions(
-        self, records: list[eventlog.DecisionRecord], responses: list[bytes], wait_seconds: float
+        self, records: list[DecisionRecord], responses: list[bytes], wait_seconds: float
     ) -> list[tuple[str, bytes] | None]:
         """Writes a batch of decisions of one policy with one script call.
 
         Returns, per row, None when it was recorded, or (policy, response) of an earlier
         decision that already holds its event id (nothing is written for that row).
         """
-        policy = records[0].policy
-        names = list(records[0].to_fields())
-        keys = [eventlog.decisions_key(policy), eventlog.stats_key(policy)]
         ttl_ms = int(wait_seconds * 1000) + self._margin_ms
-        positions = [names.index("experiment") + 1, names.index("variant") + 1]
-        args: list[Any] = [policy, records[0].ts_ms, ttl_ms, len(names), *positions, *names]
-        for record, response in zip(records, responses, strict=True):
-            keys.append(eventlog.event_key(record.event_id))
-            args.append(response)
-            args.extend(record.to_fields().values())
-        replies = await self._record_decisions(keys=keys, args=args)
-        return [None if reply == 1 else (_str(reply[0]), reply[1]) for reply in replies]
+        call_keys, args = scripts.record_decisions_call(records, responses, ttl_ms)
+        return scripts.recorded_decisions(await self._record_decisions(keys=call_keys, args=args))
 
     @_storage_errors
     async def find_decision(self, event_id: str) -> tuple[str, bytes] | None:
         """(policy, response JSON) of a known event id, else None."""
-        values: list[Any] = await self.client.hmget(
-            eventlog.event_key(event_id), [eventlog.EVENT_POLICY, eventlog.EVENT_RESPONSE]
-        )
+        values: list[Any] = await self._redis.hmget(keys.event_key(event_id), [keys.EVENT_POLICY, keys.EVENT_RESPONSE])
         policy, response = values
-        return None if response is None else (_str(policy), response)
+        return None if response is None else (text(policy), response)
 
     @_storage_errors
     async def decision_time(self, event_id: str) -> tuple[str, int, str | None] | None:
         """(policy, decision time in ms, experiment or None) of a known event id, else None."""
-        values: list[Any] = await self.client.hmget(
-            eventlog.event_key(event_id), [eventlog.EVENT_POLICY, eventlog.EVENT_TS_MS, eventlog.EVENT_EXPERIMENT]
+        values: list[Any] = await self._redis.hmget(
+            keys.event_key(event_id), [keys.EVENT_POLICY, keys.EVENT_TS_MS, keys.EVENT_EXPERIMENT]
         )
         policy, ts_ms, experiment = values
         if policy is None:
             return None
-        return _str(policy), int(ts_ms), None if experiment is None else _str(experiment)
+        return text(policy), int(ts_ms), None if experiment is None else text(experiment)
 
     @_storage_errors
     async def record_reward(
         self,
         policy: str,
-        record: eventlog.RewardRecord,
+        record: RewardRecord,
         aggregation: str,
         experiment: str | None = None,
         token: str = "",
     ) -> int:
         """Appends a reward; returns its sequence number for the event, or -1 if the event expired.
         A non-empty ``token`` makes the call idempotent (spool replays)."""
-        keys = [eventlog.event_key(record.event_id), eventlog.rewards_key(policy), eventlog.stats_key(policy)]
-        keys.append(eventlog.experiment_stats_key(experiment or policy))  # unused without an experiment
-        args = ["1" if record.late else "0", aggregation, token, *_flatten(record.to_fields())]
-        return int(await self._record_reward(keys=keys, args=args))
+        call_keys, args = scripts.record_reward_call(policy, record, aggregation, experiment, token)
+        return int(await self._record_reward(keys=call_keys, args=args))

@@ -1,20 +1,7 @@
-"""The event log's Redis key names and record formats: the one place both writer and reader use.
+"""The event log's record formats: what a decision and a reward look like in their streams.
 
-Keys (``{p}`` is a policy name, ``{e}`` an event id):
-
-    banditd:policies                 hash  name -> PolicySpec JSON
-    banditd:live                     hash  name -> live version ("<export>" or "<export>.<checkpoint>")
-    banditd:policy:{p}:decisions     stream of DecisionRecord
-    banditd:policy:{p}:rewards       stream of RewardRecord
-    banditd:policy:{p}:stats         hash  decisions, rewards, late_rewards, duplicate_rewards
-    banditd:event:{e}                hash  what /reward needs to validate a reward and what
-                                           /act needs to answer a repeated event id; expires
-                                           wait_seconds + margin after the decision
-    banditd:modes                    hash  name -> serving mode: "online" or "apprentice"
-    banditd:candidates               hash  name -> candidate version ("<export>.0") written by
-                                           an offline retrain, served only once promoted
-
-Stream entries are flat string fields; vectors are JSON arrays.
+Stream entries are flat string fields; vectors are JSON arrays. ``text`` is the one
+bytes-to-str helper of everything that reads Redis replies.
 """
 
 from __future__ import annotations
@@ -25,33 +12,14 @@ from typing import Any
 import numpy as np
 import orjson
 
-PREFIX = "banditd"
 MAX_IMPORTANCE_WEIGHT = 50.0
 """Importance weights of shadow learning are clipped here (bias for bounded variance)."""
-POLICIES = f"{PREFIX}:policies"
-LIVE = f"{PREFIX}:live"
-CANDIDATES = f"{PREFIX}:candidates"
-MODES = f"{PREFIX}:modes"
 MODE_VALUES = ("online", "apprentice")
+"""A policy's serving modes (keys.MODES)."""
 
 
-def decisions_key(policy: str) -> str:
-    return f"{PREFIX}:policy:{policy}:decisions"
-
-
-def rewards_key(policy: str) -> str:
-    return f"{PREFIX}:policy:{policy}:rewards"
-
-
-def stats_key(policy: str) -> str:
-    return f"{PREFIX}:policy:{policy}:stats"
-
-
-def event_key(event_id: str) -> str:
-    return f"{PREFIX}:event:{event_id}"
-
-
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
+    """A Redis reply (bytes or not) as str."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -131,7 +99,7 @@ class DecisionRecord:
 
     @classmethod
     def from_fields(cls, fields: dict[Any, Any]) -> DecisionRecord:
-        f = {_text(k): _text(v) for k, v in fields.items()}
+        f = {text(k): text(v) for k, v in fields.items()}
         return cls(
             event_id=f["event_id"],
             ts_ms=int(f["ts_ms"]),
@@ -245,7 +213,7 @@ class RewardRecord:
 
     @classmethod
     def from_fields(cls, fields: dict[Any, Any]) -> RewardRecord:
-        f = {_text(k): _text(v) for k, v in fields.items()}
+        f = {text(k): text(v) for k, v in fields.items()}
         return cls(
             event_id=f["event_id"],
             ts_ms=int(f["ts_ms"]),
@@ -268,160 +236,6 @@ class RewardRecord:
             decision_entry=fields[b"decision_entry"].decode(),
             sequence=int(fields[b"sequence"]),
         )
-
-
-# Fields of the per-event hash (event_key).
-EVENT_POLICY = "policy"
-EVENT_TS_MS = "ts_ms"
-EVENT_RESPONSE = "response"
-EVENT_REWARDS = "rewards"
-EVENT_ENTRY = "entry"  # the decision's stream entry id
-EVENT_EXPERIMENT = "experiment"
-EVENT_VARIANT = "variant"
-EVENT_SPOOLED = "spooled:"  # + a spooled reward's token -> its sequence (a replay writes it once)
-
-# Fields of the per-policy stats hash (stats_key).
-STAT_DECISIONS = "decisions"
-STAT_REWARDS = "rewards"
-STAT_LATE = "late_rewards"
-STAT_DUPLICATE = "duplicate_rewards"
-
-
-# Lua that records a batch of decisions of one policy, skipping event ids already known.
-# KEYS: decisions_key, stats_key, then the event_key of every row
-# ARGV: policy, ts_ms, ttl_ms, F (fields per record), the positions (1-based) of the
-#       experiment and variant fields, the F field names, then per row its response JSON and
-#       its F field values
-# Returns per row 1 when recorded, or {policy, response} of the earlier decision with that id.
-RECORD_DECISIONS_LUA = f"""
-local policy, ts, ttl, nfields = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local exp_at, variant_at = tonumber(ARGV[5]), tonumber(ARGV[6])
-local replies = {{}}
-local recorded = 0
-local at = 7 + nfields
-for row = 3, #KEYS do
-  local existing = redis.call('HMGET', KEYS[row], '{EVENT_POLICY}', '{EVENT_RESPONSE}')
-  if existing[2] then
-    replies[#replies + 1] = {{existing[1], existing[2]}}
-  else
-    local fields = {{}}
-    for i = 1, nfields do
-      fields[2 * i - 1] = ARGV[6 + i]
-      fields[2 * i] = ARGV[at + i]
-    end
-    local entry = redis.call('XADD', KEYS[1], '*', unpack(fields))
-    redis.call('HSET', KEYS[row], '{EVENT_POLICY}', policy, '{EVENT_TS_MS}', ts, '{EVENT_RESPONSE}', ARGV[at],
-               '{EVENT_REWARDS}', 0, '{EVENT_ENTRY}', entry)
-    if ARGV[at + exp_at] ~= '' then
-      redis.call('HSET', KEYS[row], '{EVENT_EXPERIMENT}', ARGV[at + exp_at], '{EVENT_VARIANT}', ARGV[at + variant_at])
-    end
-    redis.call('PEXPIRE', KEYS[row], ttl)
-    recorded = recorded + 1
-    replies[#replies + 1] = 1
-  end
-  at = at + 1 + nfields
-end
-if recorded > 0 then redis.call('HINCRBY', KEYS[2], '{STAT_DECISIONS}', recorded) end
-return replies
-"""
-
-# Lua that records one reward for a known event, numbering it; the first in-time reward of
-# an experiment's decision also counts in that experiment's per-variant reward statistics.
-# KEYS: event_key, rewards_key, stats_key, experiment_stats_key (or any key when none)
-# ARGV: late ("1"/"0"), aggregation, token ("" or a spooled reward's unique token: a second
-#       call with the same token writes nothing and returns the first one's sequence), then
-#       the RewardRecord fields as name, value, ... ending with decision_entry and sequence
-#       (their values are filled in here).
-# Returns the reward's sequence number, or -1 when the event is unknown.
-RECORD_REWARD_LUA = f"""
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local token = ARGV[3] ~= '' and ('{EVENT_SPOOLED}' .. ARGV[3]) or nil
-if token then
-  local seen = redis.call('HGET', KEYS[1], token)
-  if seen then return tonumber(seen) end
-end
-local sequence = redis.call('HINCRBY', KEYS[1], '{EVENT_REWARDS}', 1)
-if token then redis.call('HSET', KEYS[1], token, sequence) end
-local fields = {{unpack(ARGV, 4)}}
-fields[#fields - 2] = redis.call('HGET', KEYS[1], '{EVENT_ENTRY}')
-fields[#fields] = tostring(sequence)
-redis.call('XADD', KEYS[2], '*', unpack(fields))
-redis.call('HINCRBY', KEYS[3], '{STAT_REWARDS}', 1)
-if ARGV[1] == '1' then
-  redis.call('HINCRBY', KEYS[3], '{STAT_LATE}', 1)
-elseif ARGV[2] == 'earliest' and sequence > 1 then
-  redis.call('HINCRBY', KEYS[3], '{STAT_DUPLICATE}', 1)
-end
-local variant = redis.call('HGET', KEYS[1], '{EVENT_VARIANT}')
-if variant and ARGV[1] ~= '1' and sequence == 1 then
-  local reward = tonumber(fields[6])
-  redis.call('HINCRBY', KEYS[4], variant .. ':n', 1)
-  redis.call('HINCRBYFLOAT', KEYS[4], variant .. ':sum', reward)
-  redis.call('HINCRBYFLOAT', KEYS[4], variant .. ':sumsq', reward * reward)
-end
-return sequence
-"""
-
-
-# -- experiments ----------------------------------------------------------------------
-
-EXPERIMENTS = f"{PREFIX}:experiments"
-"""hash: experiment name -> its definition (JSON)."""
-
-
-def experiment_changes_key(experiment: str) -> str:
-    """list: every change of an experiment (JSON with its time), oldest first."""
-    return f"{PREFIX}:experiment:{experiment}:changes"
-
-
-def experiment_stats_key(experiment: str) -> str:
-    """hash: per variant "<v>:n", "<v>:sum", "<v>:sumsq" of first in-time rewards (allocator input)."""
-    return f"{PREFIX}:experiment:{experiment}:stats"
-
-
-# -- the learning loop's keys --------------------------------------------------------
-
-ANNOUNCE = f"{PREFIX}:announce"
-"""Pub/sub channel: "<policy> <version>" whenever a policy's live version changes."""
-
-
-def lease_key(policy: str) -> str:
-    """string: id of the trainer that holds the policy (expires unless renewed)."""
-    return f"{PREFIX}:policy:{policy}:lease"
-
-
-def checkpoint_seq_key(policy: str) -> str:
-    """counter: the last checkpoint number handed out (checkpoint numbers are never reused)."""
-    return f"{PREFIX}:policy:{policy}:checkpoint_seq"
-
-
-def trainer_key(policy: str) -> str:
-    """hash: the trainer's view of a policy (applied, pending, outcomes, last publish, ...)."""
-    return f"{PREFIX}:policy:{policy}:trainer"
-
-
-# Lua: takes the lease if free or already ours, and (re)sets its expiry.
-# KEYS: lease_key. ARGV: holder id, ttl_ms. Returns 1 if held by ARGV[1] now, else 0.
-LEASE_LUA = """
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-
-# Lua: makes a version live if the caller still holds the lease and the live version is
-# still the one it started from (a rollback in between wins), then announces it.
-# KEYS: lease_key, LIVE. ARGV: holder id, policy, expected live version, new version, channel.
-# Returns 1 when published, 0 when the lease is lost, -1 when the live version changed.
-PUBLISH_LUA = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[2], ARGV[2]) ~= ARGV[3] then return -1 end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[2] .. ' ' .. ARGV[4])
-return 1
-"""
 
 
 def parse_version(version: str) -> tuple[int, int]:
