@@ -11,6 +11,8 @@ import functools
 import re
 from typing import Any, Literal
 
+import numpy as np
+
 import bandits
 from bandits.features import FeatureSchema, Preprocessing
 
@@ -215,3 +217,12 @@ def resolve(
         baseline,
         mode,
     )
+
+
+def baseline_actions(baseline: int, masks: np.ndarray) -> np.ndarray:
+    """[n] the action a baseline policy takes in each row: the baseline where the row allows it,
+    else the first allowed action after it, else the first allowed one (how apprentice mode
+    serves). masks: [n, K] bool with at least one True per row."""
+    masks = np.asarray(masks, bool)
+    later = masks & (np.arange(masks.shape[1]) >= baseline)
+    return np.where(later.any(axis=1), later.argmax(axis=1), masks.argmax(axis=1))

@@ -20,7 +20,7 @@ import bandits
 from bandits.features import FeatureError, FeatureSchema
 from eventlog import DecisionRecord, LogUnavailable
 from eventlog.aio import RedisLog
-from exporter.spec import PolicySpec
+from exporter.spec import PolicySpec, baseline_actions
 from service.batcher import MicroBatcher
 from service.errors import Conflict, InvalidInput, ServiceError
 from service.experiments import ExperimentRouter
@@ -29,7 +29,6 @@ from service.modes import PolicyModes
 from service.registry import PolicyRegistry, ServedPolicy
 from service.schemas import FLOAT32_MAX, ActRequest, Candidate
 from service.spool import Spool
-from training.ope import baseline_actions
 
 logger = logging.getLogger(__name__)
 

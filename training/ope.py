@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from exporter.spec import baseline_actions
+
 if TYPE_CHECKING:
     from exporter.loader import LoadedVersion
 
@@ -425,15 +427,6 @@ def _reward_model(
         return fit_reward_model(context_vectors, actions, rewards, num_actions, random_state=random_state)
     candidate_vectors = np.concatenate([e["action_vectors"] for e in encoded])
     return fit_candidate_reward_model(context_vectors, candidate_vectors, actions, rewards, random_state=random_state)
-
-
-def baseline_actions(baseline: int, masks: np.ndarray) -> np.ndarray:
-    """[n] the action a baseline policy takes in each row: the baseline where the row allows it,
-    else the first allowed action after it, else the first allowed one (how apprentice mode
-    serves). masks: [n, K] bool with at least one True per row."""
-    masks = np.asarray(masks, bool)
-    later = masks & (np.arange(masks.shape[1]) >= baseline)
-    return np.where(later.any(axis=1), later.argmax(axis=1), masks.argmax(axis=1))
 
 
 def fit_candidate_reward_model(
