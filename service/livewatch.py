@@ -72,7 +72,7 @@ class LiveWatch:
             await asyncio.sleep(self.poll_seconds)
             try:
                 live = await self.log.live_versions()
-            except ServiceError:
+            except (LogUnavailable, ServiceError):
                 continue
             for name, version in live.items():
                 await self._apply(name, version)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from eventlog import LogUnavailable
 from service.errors import ServiceError
 from service.schemas import Health
 
@@ -29,7 +30,7 @@ async def readyz(request: Request) -> Response:
         await request.app.state.log.ping()
         names = await request.app.state.log.policy_names()
         missing = sorted(set(names) - set(request.app.state.registry.loaded()))
-    except ServiceError as error:
+    except (LogUnavailable, ServiceError) as error:
         status = "unavailable" if spool.full else "degraded"
         body = Health(status=status, detail={"redis": error.message, **spooling})
         return JSONResponse(body.model_dump(), 503 if spool.full else 200)
