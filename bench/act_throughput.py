@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         "GIL holder without pausing the service); pass as --py-spy-args='...'",
     )
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, Redis data)")
-    args = parser.parse_args(argv)
+    args = harness.parse_args(parser, argv, {"duration": 1.0, "connections": "1,8", "warmup": 0.5})
     connection_counts = [int(c) for c in args.connections.split(",") if c.strip()]
     if args.generator == "wrk" and shutil.which("wrk") is None:
         parser.error("wrk is not on PATH")

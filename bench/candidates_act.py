@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument("--py-spy-args", default="--gil --nonblocking", help="see act_throughput --py-spy-args")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, Redis data)")
-    args = parser.parse_args(argv)
+    smoke = {"duration": 1.0, "candidates": "10", "connections": "1,8", "warmup": 0.5}
+    args = harness.parse_args(parser, argv, smoke)
     counts = [int(c) for c in args.candidates.split(",") if c.strip()]
     connection_counts = [int(c) for c in args.connections.split(",") if c.strip()]
     if not all(1 <= k <= MAX_CANDIDATES for k in [*counts, args.profile_candidates]):

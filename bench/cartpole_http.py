@@ -61,7 +61,8 @@ class Evaluator:
     def mean_return(self, version: str, episodes: int) -> float:
         import gymnasium  # noqa: PLC0415
 
-        from training import checkpoints, eventlog  # noqa: PLC0415
+        import eventlog  # noqa: PLC0415
+        from training import checkpoints  # noqa: PLC0415
 
         export, checkpoint = eventlog.parse_version(version)
         checkpoints.restore_variables(self.model.greedy_model, self.store, POLICY_NAME, export, checkpoint)
@@ -211,15 +212,19 @@ def plot(runs: list[dict[str, Any]], path: Path, target: float) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     import argparse  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--max-steps", type=int, default=100_000)
     parser.add_argument("--eval-every", type=int, default=5_000)
+    parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--workers", type=int, default=4)
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, default=harness.RESULTS_DIR / "cartpole_http.json")
+    parser.add_argument("--plot", type=Path, default=harness.RESULTS_DIR / "cartpole_http.png")
+    smoke = {"seeds": "0", "max_steps": 200, "eval_every": 100, "eval_episodes": 1, "workers": 2}
+    args = harness.parse_args(parser, argv, smoke)
     harness.quiet_tensorflow()
     harness.stop_on_signals()
     from service.embedded_redis import EmbeddedRedis  # noqa: PLC0415
@@ -230,17 +235,20 @@ def main() -> int:
             with harness.banditd_up(tmp / "data", redis_server.url, tmp / "banditd.log") as service:
                 service.wait_ready()
                 harness.post_policy(service.url, dqn_policy(seed))
-                runs.append(train(service.url, tmp / "data" / "models", seed, args.max_steps, args.eval_every))
+                runs.append(
+                    train(service.url, tmp / "data" / "models", seed, args.max_steps, args.eval_every,
+                          args.eval_episodes, workers=args.workers)
+                )  # fmt: skip
     rows = [
         (r["seed"], r["reached"]["steps"] or f"not within {r['steps']}", r["reached"]["seconds"] or "-",
          max(p["mean_return"] for p in r["curve"]) if r["curve"] else "-", r["model"].get("episodes"))
         for r in runs
     ]  # fmt: skip
     print(harness.markdown_table(["seed", "steps to 475", "seconds", "best greedy mean", "episodes"], "rrrrr", rows))
-    harness.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    plot(runs, harness.RESULTS_DIR / "cartpole_http.png", 475.0)
+    args.plot.parent.mkdir(parents=True, exist_ok=True)
+    plot(runs, args.plot, 475.0)
     harness.write_json(
-        harness.RESULTS_DIR / "cartpole_http.json",
+        args.json,
         {"runs": runs, "args": harness.args_dict(args), **harness.source_revision(), "host": harness.host_info()},
     )
     return 0

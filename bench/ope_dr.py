@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n-bootstrap", type=int, default=100, help="resamples in the evaluate_arrays row (0: skip)")
     parser.add_argument("--json", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
+    args = harness.parse_args(parser, argv, {"rows": 5000, "repeats": 1, "n_bootstrap": 10})
 
     log = make_log(args.rows)
     contexts, actions, rewards, pscore, action_dist = (

@@ -48,9 +48,9 @@ harness.quiet_tensorflow()
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from eventlog.sync import LogClient  # noqa: E402
 from service.embedded_redis import EmbeddedRedis  # noqa: E402
 from training import offline  # noqa: E402
-from training.logclient import LogClient  # noqa: E402
 from training.simulators import LinearSimulator  # noqa: E402
 
 RESULTS = harness.RESULTS_DIR / "retrain_throughput.json"
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-rows", type=int, default=50_000, help="rows through Redis import/read (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
+    args = harness.parse_args(parser, argv, {"shapes": "4x3", "rows": 2000, "repeats": 1, "redis_rows": 500})
     shapes = harness.parse_shapes(args.shapes)
     revision = harness.source_revision()
     print(f"source: {revision}", flush=True)

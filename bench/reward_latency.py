@@ -57,10 +57,10 @@ import httpx
 import numpy as np
 import redis
 
+import eventlog
 from bench import harness
 from bench.harness import HOST
 from service.embedded_redis import EmbeddedRedis
-from training import eventlog
 from training.simulators import LinearSimulator
 
 RESULTS = harness.RESULTS_DIR / "reward_latency.json"
@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, data)")
-    args = parser.parse_args(argv)
+    smoke = {"samples": 3, "background_workers": 1, "warmup": 1.0, "max_seconds": 60.0}
+    args = harness.parse_args(parser, argv, smoke)
 
     harness.stop_on_signals()
     started = time.monotonic()

@@ -71,10 +71,10 @@ import numpy as np
 import orjson
 import redis
 
+import eventlog
 from bench import harness
 from bench.harness import HOST
 from service.embedded_redis import EmbeddedRedis
-from training import eventlog
 from training.simulators import LinearSimulator
 
 RESULTS = harness.RESULTS_DIR / "soak.json"
@@ -639,7 +639,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--plot", type=Path, default=PLOT)
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, data)")
-    args = parser.parse_args(argv)
+    smoke = {"duration": 8.0, "rate": 20.0, "reward_wait_seconds": 5.0, "retention_seconds": 5.0, "connections": 8,
+             "sample_seconds": 2.0}  # fmt: skip
+    args = harness.parse_args(parser, argv, smoke)
 
     harness.stop_on_signals()
     harness.quiet_tensorflow()
