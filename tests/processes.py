@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -38,17 +39,24 @@ def start_banditd(
     return subprocess.Popen(command, env=env | settings, stdout=log, stderr=log)
 
 
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
+    """Polls ``condition`` every ``interval`` seconds until it holds; AssertionError naming
+    ``what`` after ``timeout`` seconds. Tests wait on what they can observe, never a fixed time."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        time.sleep(interval)
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
+    def ready() -> bool:
         assert process.poll() is None, f"banditd exited with {process.returncode}"
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
+            return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("banditd did not become ready")
+            return False
+
+    wait_until(ready, timeout, "banditd ready", interval=0.2)
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 
 from service.embedded_redis import free_port
-from tests.processes import start_banditd, wait_ready
+from tests.processes import start_banditd, wait_ready, wait_until
 from training.simulators import LinearSimulator
 
 ROUNDS, WORKERS = 10_000, 8
@@ -64,10 +63,7 @@ def play(url: str, sim: LinearSimulator, contexts: np.ndarray, noise: np.ndarray
 
 def wait_for_trainer(url: str, timeout: float = 120.0) -> None:
     """Plays only once the trainer process holds the policy (a cold start imports TensorFlow)."""
-    deadline = time.monotonic() + timeout
-    while httpx.get(f"{url}/policies/sim").json()["trainer"] is None:
-        assert time.monotonic() < deadline, "no trainer took the policy"
-        time.sleep(0.2)
+    wait_until(lambda: httpx.get(f"{url}/policies/sim").json()["trainer"] is not None, timeout, "a trainer holds sim")
 
 
 def test_linucb_over_http_has_at_most_a_tenth_of_uniform_regret(redis_url: str, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import redis
 
 import eventlog
 from service.embedded_redis import EmbeddedRedis, free_port
-from tests.processes import start_banditd, wait_ready
+from tests.processes import start_banditd, wait_ready, wait_until
 
 POLICY = {
     "name": "sim",
@@ -64,7 +64,7 @@ class Load:
                     self.rewarded.append(event_id)
                 except httpx.HTTPError as error:  # the API process was killed
                     self.failures[type(error).__name__] += 1
-                    time.sleep(0.05)
+                    time.sleep(0.05)  # a client's back-off before it retries, not a synchronisation
 
     def __enter__(self) -> Load:
         self._threads = [threading.Thread(target=self._work, args=(w,), daemon=True) for w in range(self.workers)]
@@ -76,6 +76,11 @@ class Load:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=30)
+
+    def wait_decided(self, more: int, timeout: float = 60.0) -> None:
+        """Waits until ``more`` further decisions were acknowledged."""
+        target = len(self.decided) + more
+        wait_until(lambda: len(self.decided) >= target, timeout, f"{self.prefix}: {more} more decisions")
 
 
 class Stack:
@@ -113,10 +118,15 @@ class Stack:
             return "down"
 
     def wait_status(self, status: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.readiness() != status:
-            assert time.monotonic() < deadline, f"readyz never said {status!r}"
-            time.sleep(0.1)
+        wait_until(lambda: self.readiness() == status, timeout, f"readyz says {status!r}")
+
+    def spool_bytes(self) -> float:
+        """The API's serving_spool_bytes (what waits in its spool for Redis); -1 if it does not answer."""
+        try:
+            text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return -1
+        return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("serving_spool_bytes "))
 
     def logged(self) -> tuple[Counter[str], Counter[str]]:
         """How often each event id is in the decision and the reward stream."""
@@ -142,10 +152,10 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 def assert_exactly_once(running: Stack, loads: list[Load]) -> None:
     # With the clients stopped, what is still in the spool (acknowledged, fsynced) reaches
-    # Redis; under load readyz can say "ready" for a moment between two spooled batches.
+    # Redis; under load readyz can say "ready" for a moment between two spooled batches, so
+    # the spool itself must be empty.
     running.wait_status("ready")
-    time.sleep(0.5)
-    running.wait_status("ready")
+    wait_until(lambda: running.spool_bytes() == 0, 60, "the spool drained")
     decisions, rewards = running.logged()
     for load in loads:
         assert load.decided, f"{load.prefix}: no decision was acknowledged"
@@ -159,38 +169,41 @@ def test_redis_outages_and_crashes_lose_no_acknowledged_event(tmp_path: Path) ->
     with stack(tmp_path) as running:
         # 1. Redis stopped for 10 s under load: /act and /reward keep answering (spooled).
         with Load(running.url, "outage") as outage:
-            time.sleep(2)
+            outage.wait_decided(20)
             running.redis.stop()
             running.wait_status("degraded", timeout=10)
             before = len(outage.decided)
-            time.sleep(10)
+            time.sleep(10)  # the outage's length: simulated time, not a synchronisation
             during = len(outage.decided) - before
             running.redis.start()
             running.wait_status("ready")
-            time.sleep(1)
+            outage.wait_decided(20)  # traffic goes on after Redis is back
         assert not outage.failures, outage.failures
         assert during > 50, f"only {during} decisions answered during the outage"
         assert_exactly_once(running, [outage])
 
         # The trainer came through the outage: it learns everything that was rewarded.
-        deadline = time.monotonic() + 90
-        while httpx.get(f"{running.url}/policies/sim").json()["applied_examples"] < len(outage.rewarded):
-            assert time.monotonic() < deadline, "the trainer did not catch up after the outage"
-            time.sleep(0.5)
+        wait_until(
+            lambda: httpx.get(f"{running.url}/policies/sim").json()["applied_examples"] >= len(outage.rewarded),
+            90,
+            "the trainer caught up after the outage",
+            interval=0.5,
+        )
 
         # 2. redis-server SIGKILLed under load and restarted from its AOF (appendfsync everysec).
         with Load(running.url, "redis-kill") as redis_kill:
-            time.sleep(2)
+            redis_kill.wait_decided(20)
             running.redis.kill()
-            time.sleep(2)
+            running.wait_status("degraded", timeout=10)
+            redis_kill.wait_decided(10)  # answered from the spool while Redis is dead
             running.redis.start()
             running.wait_status("ready")
-            time.sleep(1)
+            redis_kill.wait_decided(20)
         assert not redis_kill.failures, redis_kill.failures
 
         # 3. The API SIGKILLed under load, Redis up: what was answered is logged.
         with Load(running.url, "api-kill") as api_kill:
-            time.sleep(2)
+            api_kill.wait_decided(20)
             running.kill_api()
         running.start_api()
 
@@ -198,7 +211,7 @@ def test_redis_outages_and_crashes_lose_no_acknowledged_event(tmp_path: Path) ->
         running.redis.stop()
         with Load(running.url, "spool-kill") as spool_kill:
             running.wait_status("degraded", timeout=10)
-            time.sleep(2)
+            spool_kill.wait_decided(20)
             running.kill_api()
         assert spool_kill.decided
         running.redis.start()
