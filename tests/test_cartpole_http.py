@@ -9,10 +9,13 @@ import signal
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bench import cartpole_http
 from service.embedded_redis import free_port
 from tests.processes import start_banditd, wait_ready
+
+pytestmark = pytest.mark.slow  # real banditd processes
 
 
 def test_dqn_learns_cartpole_over_http(redis_url: str, tmp_path: Path) -> None:

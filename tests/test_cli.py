@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 from service.embedded_redis import free_port
 from service.version import __version__
@@ -22,6 +23,7 @@ def test_serve_without_redis_url_explains_itself() -> None:
     assert out.returncode == 2 and "REDIS_URL" in out.stderr
 
 
+@pytest.mark.slow
 def test_up_embeds_redis_serves_the_demo_and_survives_a_restart(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from service.embedded_redis import free_port
 from tests.processes import start_banditd, wait_ready, wait_until
 from training.simulators import LinearSimulator
+
+pytestmark = pytest.mark.slow  # real banditd processes
 
 ROUNDS, WORKERS = 10_000, 8
 POLICY = {

@@ -14,11 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 import redis
 
 import eventlog
 from service.embedded_redis import EmbeddedRedis, free_port
 from tests.processes import start_banditd, wait_ready, wait_until
+
+pytestmark = pytest.mark.slow  # real banditd processes
 
 POLICY = {
     "name": "sim",

@@ -18,6 +18,8 @@ import eventlog
 from service.embedded_redis import free_port
 from tests.processes import start_banditd, wait_ready
 
+pytestmark = pytest.mark.slow  # real banditd processes
+
 ADMIN = "hostile-admin-key-0123456789"
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
