@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from eventlog import LogUnavailable
-from service.schemas import UNION_TAGS
+from service.schemas.common import UNION_TAGS
 
 logger = logging.getLogger(__name__)
 

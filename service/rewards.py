@@ -16,7 +16,7 @@ from service.auth import Grant
 from service.errors import LateReward, NotFound
 from service.metrics import Metrics
 from service.registry import PolicyRegistry
-from service.schemas import RewardResponse
+from service.schemas.rewards import RewardResponse
 from service.spool import Spool
 
 KIND = "reward"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from service.auth import authorize
-from service.schemas import ActRequest, ActResponse, error_responses, json_body, parse_body
+from service.schemas.act import ActRequest, ActResponse
+from service.schemas.common import error_responses, json_body, parse_body
 
 router = APIRouter(tags=["decisions"], responses=error_responses())
 

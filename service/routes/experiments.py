@@ -12,7 +12,8 @@ from fastapi import APIRouter, Depends, Request
 from service.auth import require_admin, require_read
 from service.errors import Conflict, InvalidInput, LimitReached
 from service.experiments import build_report
-from service.schemas import ExperimentCreate, ExperimentInfo, ExperimentPatch, ExperimentReport, error_responses
+from service.schemas.common import error_responses
+from service.schemas.experiments import ExperimentCreate, ExperimentInfo, ExperimentPatch, ExperimentReport
 from training.experiments import Experiment, Variant
 
 router = APIRouter(prefix="/experiments", tags=["experiments"], responses=error_responses())

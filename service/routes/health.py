@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from eventlog import LogUnavailable
 from service.errors import ServiceError
-from service.schemas import Health
+from service.schemas.health import Health
 
 router = APIRouter(tags=["operations"])
 

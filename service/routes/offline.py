@@ -18,15 +18,9 @@ from service.auth import require_admin_policy
 from service.errors import Conflict, InvalidInput, NotFound, ServiceError, Unavailable
 from service.registry import PolicyRegistry
 from service.routes.policies import _info
-from service.schemas import (
-    EvaluateRequest,
-    EvaluateResponse,
-    PolicyInfo,
-    PromoteRequest,
-    RetrainRequest,
-    RetrainResponse,
-    error_responses,
-)
+from service.schemas.common import error_responses
+from service.schemas.offline import EvaluateRequest, EvaluateResponse, PromoteRequest, RetrainRequest, RetrainResponse
+from service.schemas.policies import PolicyInfo
 from training import offline
 
 router = APIRouter(prefix="/policies", tags=["offline"], responses=error_responses())

@@ -15,7 +15,8 @@ from exporter.spec import PolicySpec
 from service.auth import require_admin, require_admin_policy, require_read, require_read_policy
 from service.errors import Conflict, InvalidInput, LimitReached, NotFound
 from service.registry import PolicyRegistry
-from service.schemas import ModeRequest, PolicyCreate, PolicyInfo, PolicyList, RollbackRequest, error_responses
+from service.schemas.common import error_responses
+from service.schemas.policies import ModeRequest, PolicyCreate, PolicyInfo, PolicyList, RollbackRequest
 from training import checkpoints
 from training.trainer import MODEL_STAT
 

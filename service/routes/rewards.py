@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service.auth import authorize
-from service.schemas import RewardRequest, RewardResponse, error_responses, json_body, parse_body
+from service.schemas.common import error_responses, json_body, parse_body
+from service.schemas.rewards import RewardRequest, RewardResponse
 
 router = APIRouter(tags=["decisions"], responses=error_responses())
 
