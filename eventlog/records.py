@@ -97,6 +97,22 @@ class DecisionRecord:
             "apprentice": _optional_json(self.apprentice),
         }
 
+    def for_training(self) -> TrainingDecision:
+        """What the trainer's join reads of this decision (TrainingDecision.from_fields without
+        the round trip through Redis's fields)."""
+        return TrainingDecision(
+            event_id=self.event_id,
+            ts_ms=self.ts_ms,
+            context=list(self.context),
+            action=self.action,
+            propensity=self.propensity,
+            session_id=self.session_id,
+            context_categorical=self.context_categorical,
+            action_features=None if self.action_features is None else list(self.action_features[self.action]),
+            action_categorical=None if self.action_categorical is None else self.action_categorical[self.action],
+            apprentice_action=None if self.apprentice is None else self.apprentice["action"],
+        )
+
     @classmethod
     def from_fields(cls, fields: dict[Any, Any]) -> DecisionRecord:
         f = {text(k): text(v) for k, v in fields.items()}

@@ -23,6 +23,8 @@ from eventlog import RewardRecord, TrainingDecision
 from exporter.spec import PackedWidths, RewardConfig
 
 OUTCOMES = ("rewarded", "defaulted", "late", "duplicate")
+NEVER = 2**62
+"""A horizon after every reward window: close_windows(NEVER) completes every pending decision."""
 
 
 @dataclasses.dataclass
@@ -37,6 +39,10 @@ class Examples:
     weights: np.ndarray
     terminals: np.ndarray
     """[n] bool: the reward was reported terminal (sequential policies)."""
+    rewarded: np.ndarray
+    """[n] bool: a reward came in time (False: the policy's default reward)."""
+    reward_ts_ms: np.ndarray
+    """[n] int64: time of the reward that completed the example (-1 when defaulted)."""
     context_categorical: np.ndarray | None = None
     """[n, m] str: named contexts' categorical values (None for plain vectors)."""
     action_features: np.ndarray | None = None
@@ -73,6 +79,7 @@ class _Pending:
     propensity: float
     reward_sum: float = 0.0
     reward_count: int = 0
+    reward_ts_ms: int = -1
     weight: float = 1.0
     terminal: bool = False
     context_categorical: list[str] | None = None
@@ -114,6 +121,7 @@ class RewardJoin:
             self.outcomes["duplicate"] += 1
             return
         pending.terminal = pending.terminal or record.terminal
+        pending.reward_ts_ms = record.ts_ms
         if self.reward.aggregation == "earliest":
             del self.pending[record.event_id]
             self._emit(record.event_id, pending, record.reward, "rewarded")
@@ -139,17 +147,20 @@ class RewardJoin:
         self.outcomes[outcome] += 1
         self._ready.append((event_id, pending, reward))
 
-    def take(self) -> Examples:
-        """The examples completed since the last call."""
+    def take(self, reward_dtype: type = np.float32) -> Examples:
+        """The examples completed since the last call (rewards as float32 for the learners;
+        offline exports ask for float64, the rewards as logged)."""
         ready, self._ready = self._ready, []
         return Examples(
             event_ids=[e for e, _, _ in ready],
             contexts=np.array([p.context for _, p, _ in ready], np.float32).reshape(len(ready), self.context_dim),
             actions=np.array([p.action for _, p, _ in ready], np.int32),
-            rewards=np.array([r for _, _, r in ready], np.float32),
+            rewards=np.array([r for _, _, r in ready], reward_dtype),
             propensities=np.array([p.propensity for _, p, _ in ready], np.float32),
             weights=np.array([p.weight for _, p, _ in ready], np.float32),
             terminals=np.array([p.terminal for _, p, _ in ready], bool),
+            rewarded=np.array([p.reward_ts_ms >= 0 for _, p, _ in ready], bool),
+            reward_ts_ms=np.array([p.reward_ts_ms for _, p, _ in ready], np.int64),
             **self._packed([p for _, p, _ in ready]),
         )
 
@@ -186,33 +197,33 @@ class RewardJoin:
             "reward_counts": np.array([p.reward_count for _, p in items], np.int64),
             "weights": np.array([p.weight for _, p in items], np.float32),
             "terminals": np.array([p.terminal for _, p in items], bool),
+            "reward_ts_ms": np.array([p.reward_ts_ms for _, p in items], np.int64),
             "outcomes": np.array([self.outcomes[o] for o in OUTCOMES], np.int64),
             **self._packed([p for _, p in items]),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         n_pending = len(state["event_ids"])
-        weights = state["weights"] if "weights" in state else np.ones(n_pending, np.float32)
-        terminals = state["terminals"] if "terminals" in state else np.zeros(n_pending, bool)
-        nothing = [None] * n_pending
-        categorical = state["context_categorical"] if "context_categorical" in state else nothing
-        action_features = state["action_features"] if "action_features" in state else nothing
-        action_categorical = state["action_categorical"] if "action_categorical" in state else nothing
+
+        def column(name: str, default: Any) -> Any:
+            return state[name] if name in state else [default] * n_pending
+
         self.pending = {
             str(e): _Pending(
-                int(t),
-                c.tolist(),
-                int(a),
-                float(p),
-                float(s),
-                int(n),
-                float(w),
-                bool(x),
-                None if cc is None else [str(v) for v in cc],
-                None if af is None else af.tolist(),
-                None if ac is None else [str(v) for v in ac],
+                ts_ms=int(t),
+                context=c.tolist(),
+                action=int(a),
+                propensity=float(p),
+                reward_sum=float(s),
+                reward_count=int(n),
+                reward_ts_ms=int(rt),
+                weight=float(w),
+                terminal=bool(x),
+                context_categorical=None if cc is None else [str(v) for v in cc],
+                action_features=None if af is None else af.tolist(),
+                action_categorical=None if ac is None else [str(v) for v in ac],
             )
-            for e, t, c, a, p, s, n, w, x, cc, af, ac in zip(
+            for e, t, c, a, p, s, n, rt, w, x, cc, af, ac in zip(
                 state["event_ids"],
                 state["ts_ms"],
                 state["contexts"],
@@ -220,11 +231,12 @@ class RewardJoin:
                 state["propensities"],
                 state["reward_sums"],
                 state["reward_counts"],
-                weights,
-                terminals,
-                categorical,
-                action_features,
-                action_categorical,
+                column("reward_ts_ms", -1),
+                column("weights", 1.0),
+                column("terminals", False),
+                column("context_categorical", None),
+                column("action_features", None),
+                column("action_categorical", None),
                 strict=True,
             )
         }

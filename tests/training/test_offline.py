@@ -12,11 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import redis
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 import eventlog
@@ -327,7 +327,7 @@ def test_open_bandit_dataset_cycle(
     assert trainer.live == "2.2" and trainer.state.applied == 10_000
     assert trainer.step() == 0  # /act above is not rewarded yet; nothing is applied twice
     served_theta = trainer.policy.state.theta.numpy()
-    retrained = offline._load(store, "obd", "2.0").collect_model.state.theta.numpy()  # type: ignore[attr-defined]
+    retrained = offline.load_version(store, "obd", "2.0").collect_model.state.theta.numpy()  # type: ignore[attr-defined]
     np.testing.assert_array_equal(served_theta, retrained)
 
 

@@ -94,7 +94,7 @@ def test_open_bandit_dataset_with_item_features(
         + f"; ess {result['candidate']['effective_sample_size']:.1f}"
     )
     # The retrained model crosses user and item features: different users get different items.
-    model = offline._load(store, "zozo", f"{export}.0")
+    model = offline.load_version(store, "zozo", f"{export}.0")
     picks = model.decide(
         True,
         joined.contexts[:2000],
