@@ -1,5 +1,6 @@
 """Doubly robust off-policy evaluation with a fitted reward model on 1,000,000 logged decisions:
-training/ope.py against the same computation written directly in numpy, in the same run.
+training/estimators.py and training/reward_models.py against the same computation written
+directly in numpy, in the same run.
 
 Run from the repository root:
 
@@ -13,15 +14,15 @@ the simulator's noisy rewards. The evaluation policy: softmax(2 * expected rewar
 Timed, each --repeats times in alternation after one untimed warm-up run of each (the median
 is reported; every run's seconds are in the JSON):
 
-- training/ope.py: ``ope.fit_reward_model(contexts, actions, rewards, K)`` (cross-fitted
-  per-action ridge on [x, 1], 2 folds, ridge 1), then ``ope.dr(...)`` (the point estimate).
+- training: ``fit_reward_model(contexts, actions, rewards, K)`` (cross-fitted
+  per-action ridge on [x, 1], 2 folds, ridge 1), then ``estimators.dr(...)`` (the point estimate).
 - numpy, inline below (``numpy_reward_model``, ``numpy_dr``): the same folds (the same seeded
   permutation), for each fold and action a ridge solve on the other fold's rows of that action,
   predictions for the fold, then mean(q_hat[pi] + w (r - q_hat[a])).
 
 Both DR values are asserted equal to a relative 1e-9 (and the reward models to 1e-9), so both
 sides did the same work. The bootstrap is not in the comparison: one extra row times
-``ope.evaluate_arrays`` (all five estimators, --n-bootstrap resamples, 100 by default, not the
+``estimators.evaluate_arrays`` (all five estimators, --n-bootstrap resamples, 100 by default, not the
 service's 1,000) on the same inputs, for scale.
 
 Prints a markdown table and writes bench/results/ope_dr.json.
@@ -44,7 +45,8 @@ if (_REPO := str(Path(__file__).resolve().parent.parent)) not in sys.path:  # `p
 import numpy as np
 
 from bench import harness
-from training import ope
+from training import estimators
+from training.reward_models import fit_reward_model
 from training.simulators import LinearSimulator
 
 RESULTS = harness.RESULTS_DIR / "ope_dr.json"
@@ -120,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def library_fit() -> np.ndarray:
-        return ope.fit_reward_model(contexts, actions, rewards, K, ridge=RIDGE, n_folds=N_FOLDS, random_state=SEED)
+        return fit_reward_model(contexts, actions, rewards, K, ridge=RIDGE, n_folds=N_FOLDS, random_state=SEED)
 
     def library_dr(q_hat: np.ndarray) -> float:
-        return ope.dr(
+        return estimators.dr(
             reward=rewards, action=actions, pscore=pscore, action_dist=action_dist, estimated_rewards_by_reg_model=q_hat
         )
 
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         q_hat = library_fit()
         evaluate_s, report = timed(
             partial(
-                ope.evaluate_arrays,
+                estimators.evaluate_arrays,
                 reward=rewards,
                 action=actions,
                 pscore=pscore,

@@ -169,9 +169,10 @@ class RedisLog:
         return [orjson.loads(item) for item in raw]
 
     @_storage_errors
-    async def experiment_stats(self, name: str) -> dict[str, float]:
+    async def experiment_stats(self, name: str) -> dict[str, tuple[float, float, float]]:
+        """{variant: (count, sum, sum of squares)} of the experiment's first in-time rewards."""
         raw: dict[Any, Any] = await self._redis.hgetall(keys.experiment_stats_key(name))
-        return {text(k): float(v) for k, v in raw.items()}
+        return keys.variant_stats({text(k): float(v) for k, v in raw.items()})
 
     @_storage_errors
     async def read_streams(self, policy: str) -> tuple[list[Any], list[Any]]:

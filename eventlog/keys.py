@@ -94,10 +94,10 @@ VARIANT_SUM = ":sum"
 VARIANT_SUM_SQUARES = ":sumsq"
 
 
-def variant_stats(raw: dict[str, float], variant: str) -> tuple[float, float, float]:
-    """(count, sum, sum of squares) of a variant's first in-time rewards from the stats hash."""
-    return (
-        raw.get(variant + VARIANT_COUNT, 0.0),
-        raw.get(variant + VARIANT_SUM, 0.0),
-        raw.get(variant + VARIANT_SUM_SQUARES, 0.0),
-    )
+def variant_stats(raw: dict[str, float]) -> dict[str, tuple[float, float, float]]:
+    """The experiment stats hash as {variant: (count, sum, sum of squares)} of its first in-time rewards."""
+    fields = (VARIANT_COUNT, VARIANT_SUM, VARIANT_SUM_SQUARES)
+    variants = {name.rpartition(":")[0] for name in raw}
+    return {
+        v: (raw.get(v + fields[0], 0.0), raw.get(v + fields[1], 0.0), raw.get(v + fields[2], 0.0)) for v in variants
+    }

@@ -76,17 +76,18 @@ def assign_fixed(experiment: Experiment, unit_id: str) -> tuple[Variant, float]:
     return last, last.weight / total
 
 
-def posterior(stats: dict[str, float], variant: str) -> tuple[float, float]:
+def posterior(stats: dict[str, tuple[float, float, float]], variant: str) -> tuple[float, float]:
     """Mean and standard deviation of a variant's mean reward (normal approximation, with one
-    pseudo-observation of reward 0 and variance 1 so that an unseen variant is explored)."""
-    n = stats.get(f"{variant}:n", 0.0)
-    total = stats.get(f"{variant}:sum", 0.0)
-    squares = stats.get(f"{variant}:sumsq", 0.0)
+    pseudo-observation of reward 0 and variance 1 so that an unseen variant is explored).
+    stats: {variant: (count, sum, sum of squares) of its rewards} (eventlog.keys.variant_stats)."""
+    n, total, squares = stats.get(variant, (0.0, 0.0, 0.0))
     variance = max(squares / n - (total / n) ** 2, 1e-4) if n > 1 else 1.0
     return total / (n + 1.0), math.sqrt(variance / (n + 1.0))
 
 
-def assign_thompson(experiment: Experiment, stats: dict[str, float], seed: int) -> tuple[Variant, float]:
+def assign_thompson(
+    experiment: Experiment, stats: dict[str, tuple[float, float, float]], seed: int
+) -> tuple[Variant, float]:
     """One posterior draw per variant decides; the chosen variant's probability is the share of
     ALLOCATION_DRAWS further draws it wins, counting the decisive one: (1 + wins) / (draws + 1)."""
     params = np.array([posterior(stats, v.name) for v in experiment.variants])

@@ -14,7 +14,8 @@ import pytest
 from exporter import loader, savedmodel
 from exporter.spec import RewardConfig, resolve
 from tests.data.obp_reference.make_compact import COMPACT, REFERENCE, rebuild
-from training import ope
+from training import estimators, ope
+from training.reward_models import fit_reward_model
 from training.simulators import LinearSimulator
 
 REL = 1e-9
@@ -45,10 +46,10 @@ def for_dm(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def test_reproduces_the_open_bandit_pipeline(obd: dict[str, np.ndarray]) -> None:
     reference = json.loads(REFERENCE.read_text())["estimates"]
-    assert ope.ipw(**logged(obd)) == pytest.approx(reference["ipw"], rel=REL, abs=0)
-    assert ope.snipw(**logged(obd)) == pytest.approx(reference["snipw"], rel=REL, abs=0)
-    assert ope.dm(**for_dm(obd)) == pytest.approx(reference["dm"], rel=REL, abs=0)
-    assert ope.dr(**modelled(obd)) == pytest.approx(reference["dr"], rel=REL, abs=0)
+    assert estimators.ipw(**logged(obd)) == pytest.approx(reference["ipw"], rel=REL, abs=0)
+    assert estimators.snipw(**logged(obd)) == pytest.approx(reference["snipw"], rel=REL, abs=0)
+    assert estimators.dm(**for_dm(obd)) == pytest.approx(reference["dm"], rel=REL, abs=0)
+    assert estimators.dr(**modelled(obd)) == pytest.approx(reference["dr"], rel=REL, abs=0)
 
 
 def test_sndr_equals_its_definition(obd: dict[str, np.ndarray]) -> None:
@@ -57,8 +58,8 @@ def test_sndr_equals_its_definition(obd: dict[str, np.ndarray]) -> None:
     q_hat = obd["estimated_rewards_by_reg_model"][rows, :, position]
     model_value = np.einsum("ik,ik->i", obd["action_dist"][rows, :, position], q_hat).mean()
     expected = model_value + np.sum(w * (obd["reward"] - q_hat[rows, action])) / np.sum(w)
-    assert ope.sndr(**modelled(obd)) == pytest.approx(expected, rel=REL, abs=0)
-    assert ope.sndr(**modelled(obd)) != pytest.approx(ope.dr(**modelled(obd)), rel=1e-6)
+    assert estimators.sndr(**modelled(obd)) == pytest.approx(expected, rel=REL, abs=0)
+    assert estimators.sndr(**modelled(obd)) != pytest.approx(estimators.dr(**modelled(obd)), rel=1e-6)
 
 
 def test_only_the_logged_position_is_read(obd: dict[str, np.ndarray]) -> None:
@@ -69,11 +70,11 @@ def test_only_the_logged_position_is_read(obd: dict[str, np.ndarray]) -> None:
         junk = rng.random(obd[name].shape)
         junk[rows, :, position] = obd[name][rows, :, position]
         noisy[name] = junk
-    assert ope.ipw(**logged(noisy)) == ope.ipw(**logged(obd))
-    assert ope.snipw(**logged(noisy)) == ope.snipw(**logged(obd))
-    assert ope.dm(**for_dm(noisy)) == ope.dm(**for_dm(obd))
-    assert ope.dr(**modelled(noisy)) == ope.dr(**modelled(obd))
-    assert ope.sndr(**modelled(noisy)) == ope.sndr(**modelled(obd))
+    assert estimators.ipw(**logged(noisy)) == estimators.ipw(**logged(obd))
+    assert estimators.snipw(**logged(noisy)) == estimators.snipw(**logged(obd))
+    assert estimators.dm(**for_dm(noisy)) == estimators.dm(**for_dm(obd))
+    assert estimators.dr(**modelled(noisy)) == estimators.dr(**modelled(obd))
+    assert estimators.sndr(**modelled(noisy)) == estimators.sndr(**modelled(obd))
 
 
 def test_one_position_arrays_need_no_position(obd: dict[str, np.ndarray]) -> None:
@@ -84,10 +85,10 @@ def test_one_position_arrays_need_no_position(obd: dict[str, np.ndarray]) -> Non
         "action_dist": obd["action_dist"][rows, :, position],
         "estimated_rewards_by_reg_model": obd["estimated_rewards_by_reg_model"][rows, :, position],
     }
-    assert ope.dr(**modelled(flat)) == ope.dr(**modelled(obd))
-    assert ope.dm(**for_dm(flat)) == ope.dm(**for_dm(obd))
+    assert estimators.dr(**modelled(flat)) == estimators.dr(**modelled(obd))
+    assert estimators.dm(**for_dm(flat)) == estimators.dm(**for_dm(obd))
     with pytest.raises(ValueError, match="position"):
-        ope.ipw(**{**logged(flat), "position": position})
+        estimators.ipw(**{**logged(flat), "position": position})
 
 
 # -- policies of known value ----------------------------------------------------------------------------
@@ -119,15 +120,17 @@ def tabular_bandit(n: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray
 
 def test_estimates_bracket_the_true_value() -> None:
     arrays, contexts, true_value = tabular_bandit(20_000, seed=0)
-    arrays["estimated_rewards_by_reg_model"] = ope.fit_reward_model(contexts, arrays["action"], arrays["reward"], 5)
-    report = ope.evaluate_arrays(**arrays, n_bootstrap=1000)
+    arrays["estimated_rewards_by_reg_model"] = fit_reward_model(contexts, arrays["action"], arrays["reward"], 5)
+    report = estimators.evaluate_arrays(**arrays, n_bootstrap=1000)
     for name in ("ipw", "snipw", "dr", "sndr"):
         estimate = report.estimates[name]
         assert estimate.low < true_value < estimate.high, (name, estimate, true_value)
         assert estimate.low < estimate.value < estimate.high
         assert 0.002 < estimate.high - estimate.low < 0.05, (name, estimate)
     # IPW's interval is about the normal one: 2 * 1.96 * std(w r) / sqrt(n).
-    w = ope.importance_weights(action=arrays["action"], pscore=arrays["pscore"], action_dist=arrays["action_dist"])
+    w = estimators.importance_weights(
+        action=arrays["action"], pscore=arrays["pscore"], action_dist=arrays["action_dist"]
+    )
     normal_width = 2 * 1.96 * np.std(w * arrays["reward"]) / np.sqrt(20_000)
     ipw_width = report.estimates["ipw"].high - report.estimates["ipw"].low
     assert ipw_width == pytest.approx(normal_width, rel=0.15)
@@ -142,10 +145,12 @@ def test_intervals_cover_the_true_value_about_95_percent_of_the_time() -> None:
     replications = 200
     for seed in range(replications):
         arrays, contexts, true_value = tabular_bandit(500, seed=100 + seed)
-        arrays["estimated_rewards_by_reg_model"] = ope.fit_reward_model(contexts, arrays["action"], arrays["reward"], 5)
+        arrays["estimated_rewards_by_reg_model"] = fit_reward_model(contexts, arrays["action"], arrays["reward"], 5)
         for name in hits:
             inputs = logged(arrays) if name == "ipw" else modelled(arrays)
-            low, high = ope.bootstrap_interval(getattr(ope, name), n_bootstrap=400, random_state=seed, **inputs)
+            low, high = estimators.bootstrap_interval(
+                getattr(estimators, name), n_bootstrap=400, random_state=seed, **inputs
+            )
             hits[name] += low < true_value < high
     for name, count in hits.items():
         assert 0.88 <= count / replications <= 0.99, (name, count)
@@ -162,30 +167,30 @@ def per_resample(estimator: Callable[..., float]) -> Callable[..., float]:
 
 def test_bootstrap_of_any_callable_matches_the_vectorised_one() -> None:
     arrays, contexts, _ = tabular_bandit(300, seed=7)
-    arrays["estimated_rewards_by_reg_model"] = ope.fit_reward_model(contexts, arrays["action"], arrays["reward"], 5)
+    arrays["estimated_rewards_by_reg_model"] = fit_reward_model(contexts, arrays["action"], arrays["reward"], 5)
     inputs = {"ipw": logged, "snipw": logged, "dm": for_dm}
-    for name in ope.ESTIMATORS:
-        estimator, arguments = getattr(ope, name), inputs.get(name, modelled)(arrays)
-        fast = ope.bootstrap_interval(estimator, n_bootstrap=200, random_state=3, **arguments)
-        slow = ope.bootstrap_interval(per_resample(estimator), n_bootstrap=200, random_state=3, **arguments)
+    for name in estimators.ESTIMATORS:
+        estimator, arguments = getattr(estimators, name), inputs.get(name, modelled)(arrays)
+        fast = estimators.bootstrap_interval(estimator, n_bootstrap=200, random_state=3, **arguments)
+        slow = estimators.bootstrap_interval(per_resample(estimator), n_bootstrap=200, random_state=3, **arguments)
         np.testing.assert_allclose(fast, slow, rtol=1e-12)
 
 
 def test_report_agrees_with_the_functions_and_is_deterministic() -> None:
     arrays, contexts, _ = tabular_bandit(2000, seed=1)
-    arrays["estimated_rewards_by_reg_model"] = ope.fit_reward_model(contexts, arrays["action"], arrays["reward"], 5)
-    report = ope.evaluate_arrays(**arrays, n_bootstrap=300, random_state=5)
-    assert report == ope.evaluate_arrays(**arrays, n_bootstrap=300, random_state=5)
-    assert report != ope.evaluate_arrays(**arrays, n_bootstrap=300, random_state=6)
-    for name in ope.ESTIMATORS:
-        estimator = getattr(ope, name)
+    arrays["estimated_rewards_by_reg_model"] = fit_reward_model(contexts, arrays["action"], arrays["reward"], 5)
+    report = estimators.evaluate_arrays(**arrays, n_bootstrap=300, random_state=5)
+    assert report == estimators.evaluate_arrays(**arrays, n_bootstrap=300, random_state=5)
+    assert report != estimators.evaluate_arrays(**arrays, n_bootstrap=300, random_state=6)
+    for name in estimators.ESTIMATORS:
+        estimator = getattr(estimators, name)
         inputs = {"ipw": logged, "snipw": logged, "dm": for_dm}.get(name, modelled)(arrays)
         estimate = report.estimates[name]
         assert estimate.value == pytest.approx(estimator(**inputs), rel=1e-12)
-        interval = ope.bootstrap_interval(estimator, n_bootstrap=300, random_state=5, **inputs)
+        interval = estimators.bootstrap_interval(estimator, n_bootstrap=300, random_state=5, **inputs)
         np.testing.assert_allclose((estimate.low, estimate.high), interval, rtol=1e-12)
     as_dict = report.to_dict()
-    assert set(as_dict["estimates"]) == set(ope.ESTIMATORS)
+    assert set(as_dict["estimates"]) == set(estimators.ESTIMATORS)
     assert as_dict["n"] == 2000 and as_dict["estimates"]["dr"]["value"] == report.estimates["dr"].value
     json.dumps(as_dict)
 
@@ -194,16 +199,16 @@ def test_report_agrees_with_the_functions_and_is_deterministic() -> None:
 
 
 def test_effective_sample_size_and_largest_weight() -> None:
-    assert ope.effective_sample_size(np.ones(4)) == 4.0
-    assert ope.effective_sample_size(np.array([2.0, 0.0, 0.0, 0.0])) == 1.0
-    assert ope.effective_sample_size(np.array([1.0, 2.0, 3.0])) == pytest.approx(36 / 14)
-    assert ope.effective_sample_size(np.zeros(3)) == 0.0
+    assert estimators.effective_sample_size(np.ones(4)) == 4.0
+    assert estimators.effective_sample_size(np.array([2.0, 0.0, 0.0, 0.0])) == 1.0
+    assert estimators.effective_sample_size(np.array([1.0, 2.0, 3.0])) == pytest.approx(36 / 14)
+    assert estimators.effective_sample_size(np.zeros(3)) == 0.0
 
     action_dist = np.array([[0.5, 0.5], [1.0, 0.0], [0.2, 0.8]])
     arrays = {"action": np.array([0, 1, 1]), "pscore": np.array([0.5, 0.5, 0.25]), "action_dist": action_dist}
-    weights = ope.importance_weights(**arrays)
+    weights = estimators.importance_weights(**arrays)
     np.testing.assert_allclose(weights, [1.0, 0.0, 3.2])
-    report = ope.evaluate_arrays(
+    report = estimators.evaluate_arrays(
         reward=np.array([1.0, 0.0, 1.0]), **arrays, estimated_rewards_by_reg_model=np.zeros((3, 2)), n_bootstrap=50
     )
     assert report.max_importance_weight == pytest.approx(3.2)
@@ -212,7 +217,7 @@ def test_effective_sample_size_and_largest_weight() -> None:
     assert report.estimates["snipw"].value == pytest.approx((1.0 + 3.2) / 4.2)
     # Self-normalizing needs some weight: none at all gives NaN, not a warning.
     never = {"action": np.array([1, 1]), "pscore": np.full(2, 0.5), "action_dist": np.array([[1.0, 0.0], [1.0, 0.0]])}
-    assert np.isnan(ope.snipw(reward=np.ones(2), **never))
+    assert np.isnan(estimators.snipw(reward=np.ones(2), **never))
 
 
 def test_reward_model_is_cross_fitted_ridge() -> None:
@@ -221,13 +226,13 @@ def test_reward_model_is_cross_fitted_ridge() -> None:
     contexts = rng.normal(size=(n, d))
     actions = rng.integers(0, num_actions, n)
     rewards = contexts @ rng.normal(size=d) + rng.normal(size=n)
-    q_hat = ope.fit_reward_model(contexts, actions, rewards, num_actions, ridge=ridge, n_folds=2, random_state=3)
+    q_hat = fit_reward_model(contexts, actions, rewards, num_actions, ridge=ridge, n_folds=2, random_state=3)
     assert q_hat.shape == (n, num_actions)
 
     # Changing row 0's reward changes only the predictions of the other fold: no row sees its own reward.
     moved = rewards.copy()
     moved[0] += 100.0
-    changed = ope.fit_reward_model(contexts, actions, moved, num_actions, ridge=ridge, n_folds=2, random_state=3)
+    changed = fit_reward_model(contexts, actions, moved, num_actions, ridge=ridge, n_folds=2, random_state=3)
     other_fold = np.any(changed != q_hat, axis=1)
     assert not other_fold[0] and 0.4 < other_fold.mean() < 0.6
 
@@ -239,7 +244,7 @@ def test_reward_model_is_cross_fitted_ridge() -> None:
         np.testing.assert_allclose(q_hat[~other_fold, a], phi[~other_fold] @ theta, rtol=1e-10, atol=1e-12)
 
     with pytest.raises(ValueError, match="n_folds"):
-        ope.fit_reward_model(contexts, actions, rewards, num_actions, n_folds=1)
+        fit_reward_model(contexts, actions, rewards, num_actions, n_folds=1)
 
 
 # -- an exported policy ------------------------------------------------------------------------------------------
