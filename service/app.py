@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -13,6 +14,7 @@ from eventlog.sync import LogClient
 from exporter.spec import PolicySpec, RewardConfig, resolve
 from service import errors
 from service.auth import Keyring
+from service.cache import BriefCache, Clock
 from service.decisions import Decider
 from service.experiments import ExperimentRouter
 from service.livewatch import LiveWatch
@@ -32,7 +34,8 @@ DEMO_POLICY: PolicySpec = resolve("demo", "linucb", 16, 10, {}, RewardConfig())
 """Created at start-up when BANDIT_DEMO_POLICY is true and no policy "demo" exists."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, clock: Clock = time.monotonic) -> FastAPI:
+    """The app; ``clock`` times what replicas cache briefly (tests skip ahead on it)."""
     settings = settings or Settings()
     if settings.redis_url is None:
         raise ValueError("REDIS_URL is not set (banditd up starts an embedded Redis and sets it)")
@@ -43,10 +46,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log = RedisLog.from_url(settings.redis_url, settings.event_ttl_margin_seconds)  # type: ignore[arg-type]
         jobs_log = LogClient(settings.redis_url)  # type: ignore[arg-type]
         registry = PolicyRegistry(settings.store, log, on_swap=metrics.set_live)
-        experiments = ExperimentRouter(log)
+        experiments = ExperimentRouter(log, BriefCache(clock=clock), BriefCache(clock=clock))
         spool = Spool(settings.spool_path, settings.spool_max_bytes)
         metrics.spool_bytes.set_function(lambda: spool.file.pending_bytes)
-        modes = PolicyModes(log)
+        modes = PolicyModes(log, BriefCache(clock=clock))
         decider = Decider(
             registry,
             log,
@@ -58,10 +61,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             modes,
         )
         watch = LiveWatch(registry, log, settings.live_poll_seconds, metrics)
-        app.state.log, app.state.registry, app.state.decider = log, registry, decider
+        # Read by service.deps only (and by tests).
+        app.state.log, app.state.jobs_log, app.state.registry = log, jobs_log, registry
+        app.state.decider, app.state.rewarder = decider, Rewarder(log, registry, metrics, spool)
         app.state.experiments, app.state.spool, app.state.modes = experiments, spool, modes
-        app.state.rewarder = Rewarder(log, registry, metrics, spool)
-        app.state.jobs_log = jobs_log
         try:
             await registry.start()
             if settings.demo_policy and DEMO_POLICY.name not in registry.loaded():

@@ -6,7 +6,8 @@ experiments). With no key configured at all every route is open (development); a
 one is, every route except /healthz, /readyz and /metrics needs a key holding its scope.
 
 Keys never leave this module: a key is identified elsewhere (rate-limit buckets) by a short
-digest, and no message, log line or metric label carries it.
+digest, and no message, log line or metric label carries it. Routes get the caller's grant
+through the dependencies of service.deps.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import hashlib
 import hmac
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
 from fastapi import Request
 
@@ -112,6 +113,18 @@ class Keyring:
             raise Unauthorized("authorization: key not accepted")
         return found
 
+    def authorize(self, token: str | None, scope: str, client_host: str) -> Grant:
+        """The grant of a bearer token for ``scope``, after taking a token from its rate limit
+        (per key; per client address when no key is configured). Raises 401, 403 or 429."""
+        grant = self.grant(token)
+        if not grant.allows(scope):
+            raise Forbidden(f"authorization: this key does not have the {scope!r} scope")
+        if self.open:
+            self.throttle(f"open:{client_host}", self.open_rate)
+        else:
+            self.throttle(grant.key_id, grant.rate_per_second)
+        return grant
+
     def throttle(self, bucket: str, rate: float) -> None:
         """Raises RateLimited when the bucket is empty; rate 0 means unlimited."""
         if rate <= 0:
@@ -126,45 +139,8 @@ class Keyring:
             )
 
 
-def _bearer(request: Request) -> str | None:
+def bearer(request: Request) -> str | None:
+    """The request's bearer token, if it sends one."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-async def authorize(request: Request, scope: str) -> Grant:
-    """The caller's grant for ``scope`` (also kept in request.state.grant); raises 401/403/429."""
-    keyring: Keyring = request.app.state.keyring
-    try:
-        grant = keyring.grant(_bearer(request))
-        if not grant.allows(scope):
-            raise Forbidden(f"authorization: this key does not have the {scope!r} scope")
-        if keyring.open:
-            host = request.client.host if request.client else "unknown"
-            keyring.throttle(f"open:{host}", keyring.open_rate)
-        else:
-            keyring.throttle(grant.key_id, grant.rate_per_second)
-    except (Unauthorized, Forbidden, RateLimited) as error:
-        request.app.state.metrics.refused.labels(error.code).inc()
-        raise
-    request.state.grant = grant
-    return grant
-
-
-def require(scope: str, policy_in_path: bool = False) -> Callable[[Request], Awaitable[Grant]]:
-    """A FastAPI dependency checking ``scope`` (and, for /policies/{name}..., that policy)."""
-
-    async def dependency(request: Request) -> Grant:
-        grant = await authorize(request, scope)
-        if policy_in_path:
-            grant.check_policy(request.path_params["name"])
-        return grant
-
-    dependency.__name__ = f"require_{scope}"
-    return dependency
-
-
-require_read = require("read")
-require_admin = require("admin")
-require_read_policy = require("read", policy_in_path=True)
-require_admin_policy = require("admin", policy_in_path=True)

@@ -2,35 +2,34 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from eventlog import LogUnavailable
-from service.errors import ServiceError
+from service.deps import LogDep, MetricsDep, RegistryDep, SpoolDep
 from service.schemas.health import Health
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz")
 async def healthz() -> Health:
     """The process is alive."""
     return Health(status="ok")
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-async def readyz(request: Request) -> Response:
+async def readyz(log: LogDep, registry: RegistryDep, spool: SpoolDep) -> Response:
     """ready: Redis answers and every policy is loaded. degraded (still 200): Redis is away or
     catching up and decisions go to the local spool. unavailable (503): Redis is away and the
     spool is full. loading (503): a policy is not loaded yet."""
-    spool = request.app.state.spool
     spooling = {"spool_bytes": spool.file.pending_bytes, "spool_max_bytes": spool.file.max_bytes}
     try:
-        await request.app.state.log.ping()
-        names = await request.app.state.log.policy_names()
-        missing = sorted(set(names) - set(request.app.state.registry.loaded()))
-    except (LogUnavailable, ServiceError) as error:
+        await log.ping()
+        names = await log.policy_names()
+        missing = sorted(set(names) - set(registry.loaded()))
+    except LogUnavailable as error:
         status = "unavailable" if spool.full else "degraded"
         body = Health(status=status, detail={"redis": error.message, **spooling})
         return JSONResponse(body.model_dump(), 503 if spool.full else 200)
@@ -43,6 +42,6 @@ async def readyz(request: Request) -> Response:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
+async def metrics(metrics: MetricsDep) -> Response:
     """Prometheus text format."""
-    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

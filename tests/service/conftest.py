@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.cache import Clock
 from service.settings import Settings
 
 ClientFactory = Callable[..., TestClient]
@@ -29,12 +31,32 @@ def settings_factory(redis_url: str, tmp_path: Path) -> Callable[..., Settings]:
 
 @pytest.fixture()
 def client_factory(settings_factory: Callable[..., Settings]) -> Iterator[ClientFactory]:
+    """make(clock=..., **settings) -> a client of a new app (a replica) on the same Redis."""
     with ExitStack() as stack:
 
-        def make(**overrides: Any) -> TestClient:
-            return stack.enter_context(TestClient(create_app(settings_factory(**overrides))))
+        def make(clock: Clock = time.monotonic, **overrides: Any) -> TestClient:
+            return stack.enter_context(TestClient(create_app(settings_factory(**overrides), clock=clock)))
 
         yield make
+
+
+class SkipClock:
+    """time.monotonic plus the seconds a test skipped: what a replica caches for a second
+    expires at once after ``skip(1.05)``, without waiting for it."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.skipped
+
+    def skip(self, seconds: float) -> None:
+        self.skipped += seconds
+
+
+@pytest.fixture()
+def clock() -> SkipClock:
+    return SkipClock()
 
 
 @pytest.fixture()

@@ -12,7 +12,7 @@ import redis
 from fastapi.testclient import TestClient
 
 import eventlog
-from tests.service.conftest import ClientFactory
+from tests.service.conftest import ClientFactory, SkipClock
 from training.experiments import Experiment, assign_fixed
 
 CONTEXT = [0.5, -1.0, 0.25, 2.0]
@@ -128,13 +128,14 @@ def test_duplicate_experiment_is_409(client: TestClient) -> None:
     assert client.post("/experiments", json=experiment()).status_code == 409
 
 
-def test_pause_reweight_and_end_are_logged_with_their_time(client: TestClient) -> None:
+def test_pause_reweight_and_end_are_logged_with_their_time(client_factory: ClientFactory, clock: SkipClock) -> None:
+    client = client_factory(clock=clock)
     make_policies(client)
     client.post("/experiments", json=experiment())
     before = time.time() * 1000
     paused = client.patch("/experiments/ab", json={"status": "paused"})
     assert paused.status_code == 200 and paused.json()["status"] == "paused"
-    time.sleep(1.1)  # replicas cache definitions for a second
+    clock.skip(1.1)  # replicas cache definitions for a second
     served = client.post("/act", json={"experiment": "ab", "context": CONTEXT, "unit_id": "anyone"}).json()
     assert (served["variant"], served["variant_probability"]) == ("a", 1.0)
     reweighted = client.patch("/experiments/ab", json={"status": "running", "weights": {"b": 0.8}}).json()
@@ -148,7 +149,10 @@ def test_pause_reweight_and_end_are_logged_with_their_time(client: TestClient) -
     assert client.patch("/experiments/ab", json={"status": "running"}).status_code == 409
 
 
-def test_thompson_allocator_moves_traffic_to_the_better_variant(client: TestClient) -> None:
+def test_thompson_allocator_moves_traffic_to_the_better_variant(
+    client_factory: ClientFactory, clock: SkipClock
+) -> None:
+    client = client_factory(clock=clock)
     make_policies(client)
     client.post("/experiments", json=experiment("thompson"))
     rng = np.random.default_rng(5)
@@ -160,7 +164,7 @@ def test_thompson_allocator_moves_traffic_to_the_better_variant(client: TestClie
         mean = 1.0 if body["variant"] == "b" else 0.5
         client.post("/reward", json={"event_id": body["event_id"], "reward": float(mean + rng.normal(scale=0.3))})
         if i % 20 == 19:
-            time.sleep(1.05)  # let the replica's one-second cache see the new reward statistics
+            clock.skip(1.05)  # let the replica's one-second cache see the new reward statistics
     late_share = Counter(chosen[150:])["b"] / 150
     assert late_share > 0.8, late_share
 
