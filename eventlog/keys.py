@@ -36,28 +36,32 @@ EXPERIMENTS = f"{PREFIX}:experiments"
 ANNOUNCE = f"{PREFIX}:announce"
 
 
+def _policy_key(policy: str, kind: str) -> str:
+    return f"{PREFIX}:policy:{policy}:{kind}"
+
+
 def decisions_key(policy: str) -> str:
-    return f"{PREFIX}:policy:{policy}:decisions"
+    return _policy_key(policy, "decisions")
 
 
 def rewards_key(policy: str) -> str:
-    return f"{PREFIX}:policy:{policy}:rewards"
+    return _policy_key(policy, "rewards")
 
 
 def stats_key(policy: str) -> str:
-    return f"{PREFIX}:policy:{policy}:stats"
+    return _policy_key(policy, "stats")
 
 
 def lease_key(policy: str) -> str:
-    return f"{PREFIX}:policy:{policy}:lease"
+    return _policy_key(policy, "lease")
 
 
 def checkpoint_seq_key(policy: str) -> str:
-    return f"{PREFIX}:policy:{policy}:checkpoint_seq"
+    return _policy_key(policy, "checkpoint_seq")
 
 
 def trainer_key(policy: str) -> str:
-    return f"{PREFIX}:policy:{policy}:trainer"
+    return _policy_key(policy, "trainer")
 
 
 def event_key(event_id: str) -> str:

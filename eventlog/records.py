@@ -23,6 +23,10 @@ def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _raw(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
 def _json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
@@ -229,16 +233,8 @@ class RewardRecord:
 
     @classmethod
     def from_fields(cls, fields: dict[Any, Any]) -> RewardRecord:
-        f = {text(k): text(v) for k, v in fields.items()}
-        return cls(
-            event_id=f["event_id"],
-            ts_ms=int(f["ts_ms"]),
-            reward=float(f["reward"]),
-            late=f["late"] == "1",
-            terminal=f.get("terminal") == "1",
-            decision_entry=f["decision_entry"],
-            sequence=int(f["sequence"]),
-        )
+        """A record from its fields as str or bytes."""
+        return cls.from_raw({_raw(k): _raw(v) for k, v in fields.items()})
 
     @classmethod
     def from_raw(cls, fields: dict[bytes, bytes]) -> RewardRecord:

@@ -9,6 +9,19 @@ from __future__ import annotations
 import numpy as np
 
 
+def _folds(
+    actions: np.ndarray, rewards: np.ndarray, n_folds: int, random_state: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """actions [n], rewards [n] float64 and each row's fold [n]: a seeded split into n_folds
+    folds of near-equal size."""
+    if n_folds < 2:
+        raise ValueError("n_folds must be at least 2: each row is predicted by a model fitted on the other folds")
+    actions = np.asarray(actions)
+    fold = np.empty(len(actions), np.int64)
+    fold[np.random.default_rng(random_state).permutation(len(actions))] = np.arange(len(actions)) % n_folds
+    return actions, np.asarray(rewards, np.float64), fold
+
+
 def fit_reward_model(
     contexts: np.ndarray,
     actions: np.ndarray,
@@ -27,15 +40,10 @@ def fit_reward_model(
     so no row's prediction was fitted on its own reward (obp's fit_predict with n_folds). The
     intercept is regularised like the other coefficients. numpy only, O(n (d+1)^2).
     """
-    if n_folds < 2:
-        raise ValueError("n_folds must be at least 2: each row is predicted by a model fitted on the other folds")
-    actions = np.asarray(actions)
-    rewards = np.asarray(rewards, np.float64)
+    actions, rewards, fold = _folds(actions, rewards, n_folds, random_state)
     n = len(actions)
     phi = np.hstack([np.asarray(contexts, np.float64), np.ones((n, 1))])
     p = phi.shape[1]
-    fold = np.empty(n, np.int64)
-    fold[np.random.default_rng(random_state).permutation(n)] = np.arange(n) % n_folds
 
     # Sufficient statistics per (fold, action): sum phi phi^T and sum r phi.
     gram = np.zeros((n_folds, num_actions, p, p))
@@ -73,18 +81,13 @@ def fit_candidate_reward_model(
     logged candidates (as fit_reward_model; the shared model of bandits.shared_linear, so a
     candidate that was never logged is predicted from its features). O(n D^2), D = (d+1)(f+1).
     """
-    if n_folds < 2:
-        raise ValueError("n_folds must be at least 2: each row is predicted by a model fitted on the other folds")
-    actions = np.asarray(actions)
-    rewards = np.asarray(rewards, np.float64)
+    actions, rewards, fold = _folds(actions, rewards, n_folds, random_state)
     n = len(actions)
     x = np.hstack([np.asarray(contexts, np.float64), np.ones((n, 1))])
     z = np.concatenate([np.asarray(candidates, np.float64), np.ones((*candidates.shape[:2], 1))], axis=2)
     chosen = z[np.arange(n), actions]
     phi = (x[:, :, None] * chosen[:, None, :]).reshape(n, -1)
     p = phi.shape[1]
-    fold = np.empty(n, np.int64)
-    fold[np.random.default_rng(random_state).permutation(n)] = np.arange(n) % n_folds
     gram = np.stack([phi[fold == f].T @ phi[fold == f] for f in range(n_folds)])
     moment = np.stack([phi[fold == f].T @ rewards[fold == f] for f in range(n_folds)])
     q_hat = np.empty(z.shape[:2])
