@@ -92,6 +92,9 @@ STAT_REWARDS = "rewards"
 STAT_LATE = "late_rewards"
 STAT_DUPLICATE = "duplicate_rewards"
 
+# Fields of the trainer's hash (trainer_key): its own counters, and the model's under this prefix.
+TRAINER_MODEL_PREFIX = "model."
+
 # Fields of the per-experiment stats hash (experiment_stats_key): "<variant>" + suffix.
 VARIANT_COUNT = ":n"
 VARIANT_SUM = ":sum"
