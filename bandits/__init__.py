@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from bandits.base import InvalidHyperparameter, Policy, config_from_dict
+from bandits.base import (
+    BanditLearner,
+    Decision,
+    Examples,
+    InvalidHyperparameter,
+    Policy,
+    SequentialLearner,
+    Transitions,
+    config_from_dict,
+)
 from bandits.dqn import DQN
 from bandits.features import FeatureError, FeatureSchema, Preprocessing
 from bandits.lints import LinearThompson
 from bandits.linucb import LinUCB
-from bandits.neural import CandidateNeuralEpsilonGreedy, CandidateNeuralLinear, NeuralEpsilonGreedy, NeuralLinear
+from bandits.neural import CandidateNeuralEpsilonGreedy, NeuralEpsilonGreedy
+from bandits.neural_linear import CandidateNeuralLinear, NeuralLinear
 from bandits.shared_linear import SharedLinearThompson, SharedLinUCB
 
-ALGORITHMS: dict[str, type[Policy]] = {
+ALGORITHMS: dict[str, type[BanditLearner]] = {
     LinUCB.algorithm: LinUCB,
     LinearThompson.algorithm: LinearThompson,
     NeuralEpsilonGreedy.algorithm: NeuralEpsilonGreedy,
@@ -21,7 +31,7 @@ ALGORITHMS: dict[str, type[Policy]] = {
 }
 """Policies over a fixed set of K actions."""
 
-CANDIDATE_ALGORITHMS: dict[str, type[Policy]] = {
+CANDIDATE_ALGORITHMS: dict[str, type[BanditLearner]] = {
     SharedLinUCB.algorithm: SharedLinUCB,
     SharedLinearThompson.algorithm: SharedLinearThompson,
     CandidateNeuralEpsilonGreedy.algorithm: CandidateNeuralEpsilonGreedy,
@@ -30,7 +40,7 @@ CANDIDATE_ALGORITHMS: dict[str, type[Policy]] = {
 """Policies that score per-request candidate sets from each candidate's features (same names)."""
 
 
-def policy_type(algorithm: str, candidates: bool = False) -> type[Policy]:
+def policy_type(algorithm: str, candidates: bool = False) -> type[BanditLearner]:
     """The class of a registered algorithm in its fixed-action or candidate-set form; KeyError if none."""
     return (CANDIDATE_ALGORITHMS if candidates else ALGORITHMS)[algorithm]
 
@@ -42,7 +52,7 @@ def build(
     hyperparameters: dict[str, Any],
     action_feature_dim: int = 0,
     preprocessing: Preprocessing | None = None,
-) -> Policy:
+) -> BanditLearner:
     """A fresh policy of a registered algorithm (the candidate-set form when action_feature_dim
     > 0); raises KeyError or InvalidHyperparameter. context_dim and action_feature_dim are the
     encoded widths; ``preprocessing`` (default: plain vectors) encodes named features."""
@@ -55,6 +65,9 @@ __all__ = [
     "ALGORITHMS",
     "CANDIDATE_ALGORITHMS",
     "DQN",
+    "BanditLearner",
+    "Decision",
+    "Examples",
     "FeatureError",
     "FeatureSchema",
     "InvalidHyperparameter",
@@ -64,8 +77,10 @@ __all__ = [
     "NeuralLinear",
     "Policy",
     "Preprocessing",
+    "SequentialLearner",
     "SharedLinUCB",
     "SharedLinearThompson",
+    "Transitions",
     "build",
     "policy_type",
 ]

@@ -1,17 +1,23 @@
-"""The one small interface every algorithm implements.
+"""The small interfaces every algorithm implements, and the named values they exchange.
 
-A policy is a tf.Module with explicit specs (``context_dim``, ``num_actions``), a frozen
-config of hyperparameters, and three methods:
+A ``Policy`` is a tf.Module with explicit specs (``context_dim``, ``num_actions``), a frozen
+config of hyperparameters, and the serving side:
 
 * ``greedy(context, mask, seed)`` and ``collect(context, mask, seed)`` choose actions and
-  return ``{"action": [batch] int32, "propensity": [batch] float32, "scores": [batch, K]
-  float32}``. They never write a variable; all randomness comes from the per-row ``seed``.
-* ``update(contexts, actions, rewards, weights)`` trains on a batch of examples.
+  return a ``Decision`` (action, propensity, scores). They never write a variable; all
+  randomness comes from the per-row ``seed``.
+* ``probabilities(context, mask, seed)``: the collect policy's whole distribution (for OPE).
+
+A ``BanditLearner`` (every registered algorithm) also learns from ``Examples`` (context,
+action, reward, weight): ``update_examples(examples)``. A ``SequentialLearner`` (dqn) learns
+from ``Transitions`` (s, a, r, s', done, weight): ``update_transitions(transitions)``; its
+examples are one-step episodes.
 
 Policies that take candidate sets (``action_feature_dim`` > 0) score each candidate from its
-own features: every method also takes ``action_features`` ([batch, K, f] float32 when
-choosing, the chosen candidate's [n, f] when updating), K varies per call (padding is masked
-out), and ``actions`` in ``update`` is ignored. Their class says ``takes_candidates``.
+own features: the choosing methods also take ``action_features`` ([batch, K, f] float32), K
+varies per call (padding is masked out), and they learn from the chosen candidates' features
+(``Examples.action_features`` [n, f]; ``actions`` is ignored). Their class says
+``takes_candidates``. A fixed-action policy's examples carry [n, 0] action features.
 
 ``preprocessing`` (bandits.features) turns named feature values into the vectors these
 methods read; it is part of the policy's variables, so exports and checkpoints carry it.
@@ -24,13 +30,83 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import tensorflow as tf
 
 from bandits.features import FeatureSchema, Preprocessing
 
-Decision = dict[str, tf.Tensor]
+
+class Decision(NamedTuple):
+    """What greedy and collect return for a batch of rows (as TF-Agents' PolicyStep). The
+    exported signatures return it as a dict of these names (``._asdict()``)."""
+
+    action: tf.Tensor
+    """[batch] int32: the chosen action (or candidate position)."""
+    propensity: tf.Tensor
+    """[batch] float32: the probability with which the policy chose that action."""
+    scores: tf.Tensor
+    """[batch, K] float32: the scores the choice was made on."""
+
+
+class Examples(NamedTuple):
+    """n examples (a context, the action taken, its reward and importance weight)."""
+
+    contexts: tf.Tensor
+    """[n, d] float32: the encoded contexts."""
+    actions: tf.Tensor
+    """[n] int32: the actions taken (ignored by candidate policies)."""
+    rewards: tf.Tensor
+    """[n] float32."""
+    weights: tf.Tensor
+    """[n] float32: importance weights (an example of weight w counts as w examples)."""
+    action_features: tf.Tensor
+    """[n, f] float32: the chosen candidates' encoded features ([n, 0] for fixed actions)."""
+
+    @classmethod
+    def of(
+        cls, contexts: Any, actions: Any, rewards: Any, weights: Any, action_features: Any | None = None
+    ) -> Examples:
+        """Columns (arrays or tensors) as tensors of the documented dtypes."""
+        contexts = tf.convert_to_tensor(contexts, tf.float32)
+        if action_features is None:
+            action_features = tf.zeros([tf.shape(contexts)[0], 0], tf.float32)
+        return cls(
+            contexts,
+            tf.convert_to_tensor(actions, tf.int32),
+            tf.convert_to_tensor(rewards, tf.float32),
+            tf.convert_to_tensor(weights, tf.float32),
+            tf.convert_to_tensor(action_features, tf.float32),
+        )
+
+
+class Transitions(NamedTuple):
+    """n transitions (s, a, r, s', done) of sequential decisions, with importance weights."""
+
+    contexts: tf.Tensor
+    """[n, d] float32: s."""
+    actions: tf.Tensor
+    """[n] int32: a."""
+    rewards: tf.Tensor
+    """[n] float32: r."""
+    next_contexts: tf.Tensor
+    """[n, d] float32: s' (unused where done)."""
+    dones: tf.Tensor
+    """[n] float32: 1 where s' is terminal (its value is not counted), else 0."""
+    weights: tf.Tensor
+    """[n] float32: importance weights."""
+
+    @classmethod
+    def of(cls, contexts: Any, actions: Any, rewards: Any, next_contexts: Any, dones: Any, weights: Any) -> Transitions:
+        """Columns as tensors of the documented dtypes; dones may be bool or 0/1."""
+        return cls(
+            tf.convert_to_tensor(contexts, tf.float32),
+            tf.convert_to_tensor(actions, tf.int32),
+            tf.convert_to_tensor(rewards, tf.float32),
+            tf.convert_to_tensor(next_contexts, tf.float32),
+            tf.cast(tf.convert_to_tensor(dones), tf.float32),
+            tf.convert_to_tensor(weights, tf.float32),
+        )
 
 
 class InvalidHyperparameter(ValueError):
@@ -68,14 +144,20 @@ def config_from_dict(config_type: type, values: dict[str, Any]) -> Any:
     return config
 
 
+def validate_ridge(ridge: Any) -> None:
+    """The prior precision of every ridge regression here: > 0."""
+    require(is_number(ridge) and ridge > 0, "ridge", "must be > 0")
+
+
 class Policy(tf.Module, abc.ABC):
-    """Base of every algorithm. Subclasses set ``algorithm`` and ``Config``."""
+    """The serving side of every algorithm: choosing actions. Subclasses set ``algorithm`` and
+    ``Config``. ``action_features`` is given to candidate policies only."""
 
     algorithm: ClassVar[str]
     Config: ClassVar[type]
     sequential: ClassVar[bool] = False
-    """True for policies of sequential decisions (dqn): /act needs a session_id, and the trainer
-    learns from transitions (``update_transitions``) stitched from each session's decisions."""
+    """True for policies of sequential decisions (SequentialLearner): /act needs a session_id,
+    and the trainer learns from transitions stitched from each session's decisions."""
 
     takes_candidates: ClassVar[bool] = False
     """True for the shared-parameter forms that score per-request candidate sets."""
@@ -125,7 +207,7 @@ class Policy(tf.Module, abc.ABC):
         self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
     ) -> tf.Tensor:
         """[batch, K] float32: the greedy policy's distribution, one-hot on its action."""
-        action = self.greedy(context, mask, seed, action_features)["action"]
+        action = self.greedy(context, mask, seed, action_features).action
         return tf.one_hot(action, tf.shape(mask)[1], dtype=tf.float32)
 
     def compile(self) -> None:
@@ -139,6 +221,24 @@ class Policy(tf.Module, abc.ABC):
     def stats(self) -> dict[str, Any]:
         """Read-only training counters for observability (GET /policies/{name}); none by default."""
         return {}
+
+
+class BanditLearner(Policy):
+    """A policy that learns from examples: every registered algorithm."""
+
+    @abc.abstractmethod
+    def update_examples(self, examples: Examples) -> None:
+        """Trains on n encoded examples (see Examples)."""
+
+    def update(
+        self, contexts: Any, actions: Any, rewards: Any, weights: Any, action_features: Any | None = None
+    ) -> None:
+        """update_examples on columns: contexts [n, d], actions [n], rewards [n], weights [n] and,
+        for candidate policies, the chosen candidates' action_features [n, f]."""
+        assert action_features is not None or not self.takes_candidates, (
+            "a candidate policy learns from the chosen candidates' features"
+        )
+        self.update_examples(Examples.of(contexts, actions, rewards, weights, action_features))
 
     def learn(
         self,
@@ -159,14 +259,32 @@ class Policy(tf.Module, abc.ABC):
         self.update(context, actions, rewards, weights, candidates)
         self.preprocessing.observe(contexts, action_features)
 
+
+class SequentialLearner(BanditLearner):
+    """A policy of sequential decisions that learns from transitions (s, a, r, s', done)."""
+
+    sequential: ClassVar[bool] = True
+
     @abc.abstractmethod
-    def update(
-        self,
-        contexts: tf.Tensor,
-        actions: tf.Tensor,
-        rewards: tf.Tensor,
-        weights: tf.Tensor,
-        action_features: tf.Tensor | None = None,
+    def update_transitions(self, transitions: Transitions) -> None:
+        """Trains on n encoded transitions (see Transitions)."""
+
+    def update_examples(self, examples: Examples) -> None:
+        """One-step episodes: every example a terminal transition (s' unused)."""
+        contexts = examples.contexts
+        dones = tf.ones_like(examples.rewards)
+        self.update_transitions(
+            Transitions(contexts, examples.actions, examples.rewards, tf.zeros_like(contexts), dones, examples.weights)
+        )
+
+    def learn_transitions(
+        self, contexts: Any, actions: Any, rewards: Any, next_contexts: Any, dones: Any, weights: Any
     ) -> None:
-        """Trains on n examples. contexts: [n, d], actions: [n] int32, rewards: [n], weights: [n],
-        action_features: [n, f] the chosen candidates' (candidate policies only)."""
+        """Trains on n transitions as logged (packed numeric values: sequential policies take
+        numeric features only): encodes s and s' with the current preprocessing, updates, then
+        adds the contexts to the normalisation statistics."""
+        encode = self.preprocessing.context.encode
+        self.update_transitions(
+            Transitions.of(encode(contexts, None), actions, rewards, encode(next_contexts, None), dones, weights)
+        )
+        self.preprocessing.observe(contexts)

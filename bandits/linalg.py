@@ -2,7 +2,7 @@
 
 Notation (Li et al. 2010; Agrawal & Goyal 2013), per action k:
     A_k = ridge * I + sum_i x_i x_i^T     (``gram``)
-    b_k = sum_i r_i x_i                   (``reward_sums``)
+    b_k = sum_i r_i x_i                   (``reward_sums``, per_action_statistics)
     theta_k = A_k^{-1} b_k                (ridge-regression estimate)
 The sufficient statistics are kept in float64 so that any number of updates, in any
 batching, gives the closed form to float tolerance; the serving tensors are float32.
@@ -10,34 +10,48 @@ batching, gives the closed form to float tolerance; the serving tensors are floa
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import tensorflow as tf
 
 
-def accumulate(
-    gram: tf.Tensor,
-    reward_sums: tf.Tensor,
-    counts: tf.Tensor,
-    contexts: tf.Tensor,
-    actions: tf.Tensor,
-    rewards: tf.Tensor,
-    weights: tf.Tensor,
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Adds n weighted examples to the sufficient statistics.
+class ArmStatistics(NamedTuple):
+    """Each action's sufficient statistics of a weighted ridge regression (float64)."""
 
-    gram: [K, d, d] float64, reward_sums: [K, d] float64, counts: [K] float64.
-    contexts: [n, d], actions: [n] int32, rewards: [n], weights: [n] (importance weights,
-    1 for on-policy examples). Returns the new (gram, reward_sums, counts).
+    gram: tf.Tensor
+    """[K, p, p]: sum_i w_i z_i z_i^T over the action's examples (A_k without the prior)."""
+    reward_sums: tf.Tensor
+    """[K, p]: sum_i w_i r_i z_i (b_k)."""
+    counts: tf.Tensor
+    """[K]: sum_i w_i."""
+
+
+def per_action_statistics(
+    features: tf.Tensor, actions: tf.Tensor, rewards: tf.Tensor, weights: tf.Tensor, num_actions: int | tf.Tensor
+) -> ArmStatistics:
+    """Each action's sums over n weighted examples: the one per-arm accumulation.
+
+    features: [n, p] float32 (contexts, or a network's representation), actions: [n] int32 in
+    [0, K) (which regression), rewards, weights: [n] float32. Returns ArmStatistics, float64.
+    The rows are sorted by action once; each action's gram is then one matmul Z_k^T W_k Z_k on
+    its contiguous rows: n p^2 work in all and no [n, p, p] intermediate (a whole replay buffer,
+    or joint features with p in the thousands, are summed this way).
     """
-    num_actions = tf.shape(gram)[0]
-    x = tf.cast(contexts, tf.float64)
+    z = tf.cast(features, tf.float64)
     w = tf.cast(weights, tf.float64)
-    outer = (w[:, None, None] * x[:, :, None]) * x[:, None, :]  # [n, d, d]: w x x^T per example
-    # Summed per action without a one-hot: n d^2 work instead of n K d^2.
-    gram = gram + tf.math.unsorted_segment_sum(outer, actions, num_actions)
-    weighted_rewards = (w * tf.cast(rewards, tf.float64))[:, None] * x  # [n, d]
-    reward_sums = reward_sums + tf.math.unsorted_segment_sum(weighted_rewards, actions, num_actions)
-    counts = counts + tf.math.unsorted_segment_sum(w, actions, num_actions)
-    return gram, reward_sums, counts
+    weighted_rewards = w * tf.cast(rewards, tf.float64)
+    reward_sums = tf.math.unsorted_segment_sum(weighted_rewards[:, None] * z, actions, num_actions)
+    counts = tf.math.unsorted_segment_sum(w, actions, num_actions)
+    order = tf.argsort(actions, stable=True)
+    sorted_z, sorted_w = tf.gather(z, order), tf.gather(w, order)
+    ends = tf.cumsum(tf.math.bincount(actions, minlength=num_actions, maxlength=num_actions))
+    starts = tf.concat([[0], ends[:-1]], axis=0)
+    grams = tf.TensorArray(tf.float64, size=num_actions, element_shape=[z.shape[1], z.shape[1]])
+    for k in tf.range(num_actions):
+        z_k = sorted_z[starts[k] : ends[k]]
+        w_k = sorted_w[starts[k] : ends[k]]
+        grams = grams.write(k, tf.matmul(z_k * w_k[:, None], z_k, transpose_a=True))  # Z_k^T W_k Z_k
+    return ArmStatistics(grams.stack(), reward_sums, counts)
 
 
 def ridge_solution(gram: tf.Tensor, reward_sums: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -97,24 +111,10 @@ def sample_categorical(probabilities: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
     return tf.argmax(tf.cast(above, tf.int32), axis=-1, output_type=tf.int32)
 
 
-def sampled_argmax_distribution(
-    mean: tf.Tensor, width: tf.Tensor, scale: float, mask: tf.Tensor, noise: tf.Tensor
-) -> tf.Tensor:
-    """Share of posterior draws each action wins. mean, width: [batch, K]; mask: [batch, K] bool;
-    noise: [batch, S, K] standard normal. Returns [batch, K] float32 summing to 1 per row."""
-    return argmax_distribution(mean[:, None, :] + scale * width[:, None, :] * noise, mask)
-
-
-def sampled_argmax_frequency(
-    mean: tf.Tensor, width: tf.Tensor, scale: float, mask: tf.Tensor, noise: tf.Tensor, action: tf.Tensor
-) -> tf.Tensor:
-    """Estimated probability that a posterior draw picks ``action``.
-
-    mean, width: [batch, K]; mask: [batch, K] bool; noise: [batch, S, K] standard normal;
-    action: [batch] int32, itself the winner of one further draw. Returns [batch] float32,
-    (1 + wins) / (S + 1): the decisive draw counts as one sample, so the estimate is never 0.
-    """
-    return argmax_frequency(mean[:, None, :] + scale * width[:, None, :] * noise, mask, action)
+def independent_samples(mean: tf.Tensor, width: tf.Tensor, scale: float, noise: tf.Tensor) -> tf.Tensor:
+    """Scores under S draws of independent per-action posteriors N(mean, (scale width)^2).
+    mean, width: [batch, K]; noise: [batch, S, K] standard normal. Returns [batch, S, K]."""
+    return mean[:, None, :] + scale * width[:, None, :] * noise
 
 
 def argmax_distribution(samples: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:

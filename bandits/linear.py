@@ -1,4 +1,5 @@
-"""Per-action linear state shared by LinUCB and linear Thompson sampling."""
+"""Per-action linear state shared by LinUCB, linear Thompson sampling, their candidate-set
+forms (one regression on joint features) and neural_linear's last layer."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from typing import Any
 import tensorflow as tf
 
 from bandits import linalg
-from bandits.base import Policy
+from bandits.base import BanditLearner, Examples
 
 
 class LinearState(tf.Module):
-    """Learned state of K independent ridge regressions over d-dimensional contexts.
+    """Learned state of K independent ridge regressions over d-dimensional features.
 
     gram [K, d, d] float64 and reward_sums [K, d] float64 are the exact sufficient
     statistics (A_k and b_k); counts [K] float64 the (weighted) examples per action;
@@ -44,68 +45,58 @@ def _updated(
     gram: tf.Tensor,
     reward_sums: tf.Tensor,
     counts: tf.Tensor,
-    contexts: tf.Tensor,
-    actions: tf.Tensor,
+    features: tf.Tensor,
+    regressions: tf.Tensor,
     rewards: tf.Tensor,
     weights: tf.Tensor,
 ) -> tuple[tf.Tensor, ...]:
-    """The new statistics and their float32 solution, in one compiled graph (outside the
-    Module, so exports do not carry training ops)."""
-    gram, reward_sums, counts = linalg.accumulate(gram, reward_sums, counts, contexts, actions, rewards, weights)
+    """The statistics plus n examples, and their float32 solution, in one compiled graph
+    (outside the Module, so exports do not carry training ops). features: [n, d],
+    regressions: [n] int32 (which of the K regressions each example updates)."""
+    added = linalg.per_action_statistics(features, regressions, rewards, weights, tf.shape(gram)[0])
+    gram, reward_sums, counts = gram + added.gram, reward_sums + added.reward_sums, counts + added.counts
     theta, gram_inverse = linalg.ridge_solution(gram, reward_sums)
     return gram, reward_sums, counts, tf.cast(theta, tf.float32), tf.cast(gram_inverse, tf.float32)
 
 
+def trace_update() -> None:
+    """Traces the update graph now (about a second), not on the first batch of examples."""
+    _updated.get_concrete_function()
+
+
 def apply_examples(
-    state: LinearState, features: tf.Tensor, actions: tf.Tensor, rewards: tf.Tensor, weights: tf.Tensor
+    state: LinearState, features: tf.Tensor, regressions: tf.Tensor, rewards: tf.Tensor, weights: tf.Tensor
 ) -> None:
     """Adds n examples to a linear state and re-solves. features: [n, d] (the regressions'
-    inputs), actions: [n] int32 (which of the K regressions), rewards, weights: [n]."""
+    inputs), regressions: [n] int32 (which of the K regressions), rewards, weights: [n]."""
     s = state
-    features = tf.convert_to_tensor(features, tf.float32)
-    actions = tf.convert_to_tensor(actions, tf.int32)
-    rewards = tf.convert_to_tensor(rewards, tf.float32)
-    weights = tf.convert_to_tensor(weights, tf.float32)
-    d = int(features.shape[1])
-    # accumulate() holds an [n, d, d] float64 tensor: bound it to about 64 MiB per call.
-    rows = max(256, (64 << 20) // (8 * d * d))
-    n = int(features.shape[0])
-    for start in range(0, n, rows):
-        chunk = slice(start, min(n, start + rows))
+    if features.shape[0]:
         gram, reward_sums, counts, theta, gram_inverse = _updated(
             s.gram.read_value(),  # tensors, not variables: one trace serves every shape
             s.reward_sums.read_value(),
             s.counts.read_value(),
-            features[chunk],
-            actions[chunk],
-            rewards[chunk],
-            weights[chunk],
+            features,
+            regressions,
+            rewards,
+            weights,
         )
         s.gram.assign(gram)
         s.reward_sums.assign(reward_sums)
         s.counts.assign(counts)
-    if n:
         s.theta.assign(theta)
         s.gram_inverse.assign(gram_inverse)
     s.train_step.assign_add(1)
 
 
-class LinearPolicy(Policy):
+class LinearPolicy(BanditLearner):
     """Shared update of the linear algorithms: exact sufficient statistics, then a fresh solve."""
 
-    def __init__(self, context_dim: int, num_actions: int, config, **inputs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, context_dim: int, num_actions: int, config: Any, **inputs: Any) -> None:
         super().__init__(context_dim, num_actions, config, **inputs)
         self.state = LinearState(context_dim, num_actions, config.ridge)
 
-    def update(
-        self,
-        contexts: tf.Tensor,
-        actions: tf.Tensor,
-        rewards: tf.Tensor,
-        weights: tf.Tensor,
-        action_features: tf.Tensor | None = None,
-    ) -> None:
-        apply_examples(self.state, contexts, actions, rewards, weights)
+    def update_examples(self, examples: Examples) -> None:
+        apply_examples(self.state, examples.contexts, examples.actions, examples.rewards, examples.weights)
 
     @classmethod
     def state_bytes(cls, context_dim: int, num_actions: int, config: Any, action_feature_dim: int = 0) -> int:
@@ -113,8 +104,7 @@ class LinearPolicy(Policy):
         return 2 * 12 * num_actions * context_dim * context_dim
 
     def compile(self) -> None:
-        """Traces the update graph now (about a second), not on the first batch of examples."""
-        _updated.get_concrete_function()
+        trace_update()
 
     def mean_and_width(self, context: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """[batch, K] posterior mean and confidence width for context [batch, d]."""

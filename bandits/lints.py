@@ -11,12 +11,10 @@ import dataclasses
 
 import tensorflow as tf
 
-from bandits import linalg, rng
-from bandits.base import Decision, InvalidHyperparameter
+from bandits import linalg
+from bandits.base import Decision, require, validate_ridge
+from bandits.choice import DECISION_STREAM, PROPENSITY_STREAM, greedy_decision, independent_draws, sampled_decision
 from bandits.linear import LinearPolicy
-
-_DECISION_STREAM = 0
-_PROPENSITY_STREAM = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,42 +27,35 @@ class LinTSConfig:
     """Posterior draws per row used to estimate the collect policy's propensity in the graph."""
 
     def validate(self) -> None:
-        if not self.exploration_scale > 0:
-            raise InvalidHyperparameter("exploration_scale", "must be > 0")
-        if not self.ridge > 0:
-            raise InvalidHyperparameter("ridge", "must be > 0")
-        if not 1 <= self.propensity_samples <= 4096:
-            raise InvalidHyperparameter("propensity_samples", "must be in [1, 4096]")
+        require(self.exploration_scale > 0, "exploration_scale", "must be > 0")
+        validate_ridge(self.ridge)
+        require(1 <= self.propensity_samples <= 4096, "propensity_samples", "must be in [1, 4096]")
 
 
 class LinearThompson(LinearPolicy):
     algorithm = "lints"
     Config = LinTSConfig
 
+    def samples(self, context: tf.Tensor, seed: tf.Tensor, count: int, stream: int) -> tf.Tensor:
+        """[batch, count, K] Thompson scores for context [batch, d] from the row's seed on ``stream``."""
+        mean, width = self.mean_and_width(context)
+        return independent_draws(mean, width, self.config.exploration_scale, seed, count, stream)
+
     def greedy(
         self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
     ) -> Decision:
         mean, _ = self.mean_and_width(context)
-        action = linalg.masked_argmax(mean, mask)
-        return {"action": action, "propensity": tf.ones_like(mean[:, 0]), "scores": mean}
+        return greedy_decision(mean, mask)
 
     def probabilities(
         self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
     ) -> tf.Tensor:
-        mean, width = self.mean_and_width(context)
-        s, k = self.config.propensity_samples, self.num_actions
-        noise = tf.reshape(rng.normal(seed, s * k, _PROPENSITY_STREAM), [-1, s, k])
-        return linalg.sampled_argmax_distribution(mean, width, self.config.exploration_scale, mask, noise)
+        samples = self.samples(context, seed, self.config.propensity_samples, PROPENSITY_STREAM)
+        return linalg.argmax_distribution(samples, mask)
 
     def collect(
         self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
     ) -> Decision:
-        mean, width = self.mean_and_width(context)
-        scale = self.config.exploration_scale
-        k = self.num_actions
-        scores = mean + scale * width * rng.normal(seed, k, _DECISION_STREAM)
-        action = linalg.masked_argmax(scores, mask)
-        s = self.config.propensity_samples
-        noise = tf.reshape(rng.normal(seed, s * k, _PROPENSITY_STREAM), [-1, s, k])
-        propensity = linalg.sampled_argmax_frequency(mean, width, scale, mask, noise, action)
-        return {"action": action, "propensity": propensity, "scores": scores}
+        scores = self.samples(context, seed, 1, DECISION_STREAM)[:, 0, :]
+        samples = self.samples(context, seed, self.config.propensity_samples, PROPENSITY_STREAM)
+        return sampled_decision(scores, mask, samples)

@@ -6,8 +6,9 @@ import dataclasses
 
 import tensorflow as tf
 
-from bandits import linalg, rng
-from bandits.base import Decision, InvalidHyperparameter
+from bandits import linalg
+from bandits.base import Decision, require, validate_ridge
+from bandits.choice import epsilon_greedy_decision, greedy_decision
 from bandits.linear import LinearPolicy
 
 
@@ -21,12 +22,9 @@ class LinUCBConfig:
     """Exploration share of the collect policy, spread uniformly over the allowed actions."""
 
     def validate(self) -> None:
-        if not self.alpha >= 0:
-            raise InvalidHyperparameter("alpha", "must be >= 0")
-        if not self.ridge > 0:
-            raise InvalidHyperparameter("ridge", "must be > 0")
-        if not 0 < self.epsilon <= 1:
-            raise InvalidHyperparameter("epsilon", "must be in (0, 1]")
+        require(self.alpha >= 0, "alpha", "must be >= 0")
+        validate_ridge(self.ridge)
+        require(0 < self.epsilon <= 1, "epsilon", "must be in (0, 1]")
 
 
 class LinUCB(LinearPolicy):
@@ -41,9 +39,7 @@ class LinUCB(LinearPolicy):
     def greedy(
         self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
     ) -> Decision:
-        scores = self.ucb_scores(context)
-        action = linalg.masked_argmax(scores, mask)
-        return {"action": action, "propensity": tf.ones_like(scores[:, 0]), "scores": scores}
+        return greedy_decision(self.ucb_scores(context), mask)
 
     def probabilities(
         self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
@@ -53,8 +49,4 @@ class LinUCB(LinearPolicy):
     def collect(
         self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
     ) -> Decision:
-        scores = self.ucb_scores(context)
-        probabilities = linalg.epsilon_greedy_probabilities(scores, mask, self.config.epsilon)
-        action = linalg.sample_categorical(probabilities, rng.uniform(seed, 1)[:, 0])
-        propensity = tf.gather(probabilities, action, batch_dims=1)
-        return {"action": action, "propensity": propensity, "scores": scores}
+        return epsilon_greedy_decision(self.ucb_scores(context), mask, seed, self.config.epsilon)

@@ -11,8 +11,10 @@ candidate tower the input is x = [context, candidate features] and there is one 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -31,18 +33,73 @@ ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
 """Hidden-layer activations by the name a policy's config gives."""
 
 
-def validate_network(hidden_sizes: object, activation: object, learning_rate: object, batch_size: object) -> None:
-    """Checks the network fields every neural config shares; raises InvalidHyperparameter."""
-    require(
-        isinstance(hidden_sizes, list)
-        and 1 <= len(hidden_sizes) <= 8
-        and all(is_int(s) and 1 <= s <= 4096 for s in hidden_sizes),
-        "hidden_sizes",
-        "must be a list of 1 to 8 layer sizes, each an integer in [1, 4096]",
-    )
-    require(activation in ACTIVATIONS, "activation", f"must be one of {sorted(ACTIVATIONS)}")
-    require(is_number(learning_rate) and 0 < learning_rate <= 1, "learning_rate", "must be a number in (0, 1]")  # type: ignore[operator]
-    require(is_int(batch_size) and 1 <= batch_size <= 4096, "batch_size", "must be in [1, 4096]")  # type: ignore[operator]
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """The fields every network-based config shares: the MLP, Adam, minibatches and the seed."""
+
+    hidden_sizes: list[int] = dataclasses.field(default_factory=lambda: [64, 64])
+    """Units of each hidden layer, input side first; the last one is the representation phi(x)."""
+    activation: str = "relu"
+    """Hidden-layer activation: relu, tanh, elu, gelu, swish, sigmoid, softplus or leaky_relu."""
+    learning_rate: float = 1e-3
+    """Adam's step size (beta_1 0.9, beta_2 0.999, epsilon 1e-8)."""
+    batch_size: int = 64
+    """Rows per minibatch, drawn uniformly with replacement from the replay ring."""
+    buffer_size: int = 10_000
+    """Replay ring capacity: it holds the last buffer_size rows."""
+    training_steps: int = 100
+    """Adam steps in each training round."""
+    seed: int = 0
+    """Seeds the initial weights and the minibatch draws."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.hidden_sizes, tuple):  # JSON gives a list; keep one form for equality
+            object.__setattr__(self, "hidden_sizes", list(self.hidden_sizes))
+
+    def validate(self) -> None:
+        sizes = self.hidden_sizes
+        require(
+            isinstance(sizes, list) and 1 <= len(sizes) <= 8 and all(is_int(s) and 1 <= s <= 4096 for s in sizes),
+            "hidden_sizes",
+            "must be a list of 1 to 8 layer sizes, each an integer in [1, 4096]",
+        )
+        require(self.activation in ACTIVATIONS, "activation", f"must be one of {sorted(ACTIVATIONS)}")
+        rate = self.learning_rate
+        require(is_number(rate) and 0 < rate <= 1, "learning_rate", "must be a number in (0, 1]")
+        require(is_int(self.batch_size) and 1 <= self.batch_size <= 4096, "batch_size", "must be in [1, 4096]")
+        require(
+            is_int(self.buffer_size) and 1 <= self.buffer_size <= 1_000_000,
+            "buffer_size",
+            "must be an integer in [1, 1000000]",
+        )
+        require(
+            is_int(self.training_steps) and 0 <= self.training_steps <= 100_000,
+            "training_steps",
+            "must be an integer in [0, 100000]",
+        )
+        require(is_int(self.seed) and 0 <= self.seed < 2**63, "seed", "must be an integer in [0, 2^63)")
+
+
+def parameter_count(sizes: Sequence[int]) -> int:
+    """Weights and biases of an MLP whose layer widths (inputs first, outputs last) are ``sizes``."""
+    return sum((fan_in + 1) * fan_out for fan_in, fan_out in itertools.pairwise(sizes))
+
+
+class TrainingState(tf.Module):
+    """Counters of a network policy's training (read-only for everyone but its update)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="training_state")
+        self.train_step = tf.Variable(0, dtype=tf.int64, name="train_step")
+        """update calls, as for the linear policies (the export manifest reports it)."""
+        self.last_loss = tf.Variable(float("nan"), dtype=tf.float32, name="last_loss")
+        """Mean minibatch loss of the last training round (NaN before the first)."""
+
+    def stats(self, optimizer: Adam) -> dict[str, Any]:
+        """training_steps: Adam steps done; last_loss: mean minibatch loss of the last training
+        round (None before the first)."""
+        steps = int(optimizer.step.numpy())
+        return {"training_steps": steps, "last_loss": float(self.last_loss.numpy()) if steps else None}
 
 
 def glorot_uniform(fan_in: int, fan_out: int, seed: tf.Tensor) -> tf.Tensor:

@@ -33,13 +33,17 @@ from typing import Any
 import tensorflow as tf
 
 from bandits import linalg, rng
-from bandits.base import Decision, Policy
-from bandits.linear import LinearState
+from bandits.base import BanditLearner, Decision, Examples
+from bandits.choice import (
+    DECISION_STREAM,
+    PROPENSITY_STREAM,
+    epsilon_greedy_decision,
+    greedy_decision,
+    sampled_decision,
+)
+from bandits.linear import LinearState, apply_examples, trace_update
 from bandits.lints import LinTSConfig
 from bandits.linucb import LinUCBConfig
-
-_DECISION_STREAM = 0
-_PROPENSITY_STREAM = 1
 
 
 def with_bias(values: tf.Tensor) -> tf.Tensor:
@@ -95,31 +99,7 @@ def sampled_scores(
     return tf.einsum("bka,bsa->bsk", z, draws)
 
 
-@tf.function(
-    input_signature=[
-        tf.TensorSpec([None, None, None], tf.float64),
-        tf.TensorSpec([None, None], tf.float64),
-        tf.TensorSpec([None], tf.float64),
-        tf.TensorSpec([None, None], tf.float32),
-        tf.TensorSpec([None], tf.float32),
-        tf.TensorSpec([None], tf.float32),
-    ]
-)
-def _updated(
-    gram: tf.Tensor, reward_sums: tf.Tensor, counts: tf.Tensor, phi: tf.Tensor, rewards: tf.Tensor, weights: tf.Tensor
-) -> tuple[tf.Tensor, ...]:
-    """The statistics plus n examples of joint features phi [n, D], and their solution: one
-    matmul Phi^T W Phi (n D^2, no [n, D, D] intermediate), then one Cholesky solve."""
-    x = tf.cast(phi, tf.float64)
-    w = tf.cast(weights, tf.float64)
-    gram = gram + tf.matmul(x * w[:, None], x, transpose_a=True)[None]
-    reward_sums = reward_sums + tf.linalg.matvec(x, w * tf.cast(rewards, tf.float64), transpose_a=True)[None]
-    counts = counts + tf.reduce_sum(w)
-    theta, gram_inverse = linalg.ridge_solution(gram, reward_sums)
-    return gram, reward_sums, counts, tf.cast(theta, tf.float32), tf.cast(gram_inverse, tf.float32)
-
-
-class SharedLinearPolicy(Policy):
+class SharedLinearPolicy(BanditLearner):
     """One ridge regression on joint features; ``state`` is a LinearState with K = 1."""
 
     takes_candidates = True
@@ -139,36 +119,13 @@ class SharedLinearPolicy(Policy):
         return 24 * d * d
 
     def compile(self) -> None:
-        _updated.get_concrete_function()
+        trace_update()
 
-    def update(
-        self,
-        contexts: tf.Tensor,
-        actions: tf.Tensor,
-        rewards: tf.Tensor,
-        weights: tf.Tensor,
-        action_features: tf.Tensor | None = None,
-    ) -> None:
-        """Learns from the chosen candidates: action_features [n, f]; ``actions`` is not used."""
-        assert action_features is not None, "a candidate policy learns from the chosen candidates' features"
-        s = self.state
-        contexts = tf.convert_to_tensor(contexts, tf.float32)
-        phi = joint_features(contexts, tf.convert_to_tensor(action_features, tf.float32))
-        if phi.shape[0]:
-            gram, reward_sums, counts, theta, gram_inverse = _updated(
-                s.gram.read_value(),
-                s.reward_sums.read_value(),
-                s.counts.read_value(),
-                phi,
-                tf.convert_to_tensor(rewards, tf.float32),
-                tf.convert_to_tensor(weights, tf.float32),
-            )
-            s.gram.assign(gram)
-            s.reward_sums.assign(reward_sums)
-            s.counts.assign(counts)
-            s.theta.assign(theta)
-            s.gram_inverse.assign(gram_inverse)
-        s.train_step.assign_add(1)
+    def update_examples(self, examples: Examples) -> None:
+        """Learns from the chosen candidates' joint features, all on the one regression
+        (``actions`` is not used)."""
+        phi = joint_features(examples.contexts, examples.action_features)
+        apply_examples(self.state, phi, tf.zeros_like(examples.actions), examples.rewards, examples.weights)
 
     def mean_and_width(self, context: tf.Tensor, action_features: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """[batch, K] posterior mean and width for context [batch, d], action_features [batch, K, f]."""
@@ -182,16 +139,15 @@ class SharedLinUCB(SharedLinearPolicy):
     algorithm = "linucb"
     Config = LinUCBConfig
 
-    def ucb_scores(self, context: tf.Tensor, action_features: tf.Tensor) -> tf.Tensor:
+    def ucb_scores(self, context: tf.Tensor, action_features: tf.Tensor | None) -> tf.Tensor:
+        assert action_features is not None, "a candidate policy scores the candidates' features"
         mean, width = self.mean_and_width(context, action_features)
         return mean + self.config.alpha * width
 
     def greedy(
         self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
     ) -> Decision:
-        scores = self.ucb_scores(context, action_features)
-        action = linalg.masked_argmax(scores, mask)
-        return {"action": action, "propensity": tf.ones_like(scores[:, 0]), "scores": scores}
+        return greedy_decision(self.ucb_scores(context, action_features), mask)
 
     def probabilities(
         self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
@@ -201,11 +157,7 @@ class SharedLinUCB(SharedLinearPolicy):
     def collect(
         self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
     ) -> Decision:
-        scores = self.ucb_scores(context, action_features)
-        probabilities = linalg.epsilon_greedy_probabilities(scores, mask, self.config.epsilon)
-        action = linalg.sample_categorical(probabilities, rng.uniform(seed, 1)[:, 0])
-        propensity = tf.gather(probabilities, action, batch_dims=1)
-        return {"action": action, "propensity": propensity, "scores": scores}
+        return epsilon_greedy_decision(self.ucb_scores(context, action_features), mask, seed, self.config.epsilon)
 
 
 class SharedLinearThompson(SharedLinearPolicy):
@@ -215,7 +167,11 @@ class SharedLinearThompson(SharedLinearPolicy):
     algorithm = "lints"
     Config = LinTSConfig
 
-    def _samples(self, context: tf.Tensor, action_features: tf.Tensor, seed: tf.Tensor, count: int, stream: int):  # type: ignore[no-untyped-def]
+    def samples(
+        self, context: tf.Tensor, action_features: tf.Tensor | None, seed: tf.Tensor, count: int, stream: int
+    ) -> tf.Tensor:
+        """[batch, count, K] Thompson scores of the candidates from the row's seed on ``stream``."""
+        assert action_features is not None, "a candidate policy scores the candidates' features"
         width = self.action_feature_dim + 1
         noise = tf.reshape(rng.normal(seed, count * width, stream), [-1, count, width])
         s = self.state
@@ -226,21 +182,19 @@ class SharedLinearThompson(SharedLinearPolicy):
     def greedy(
         self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
     ) -> Decision:
+        assert action_features is not None, "a candidate policy scores the candidates' features"
         mean, _ = self.mean_and_width(context, action_features)
-        action = linalg.masked_argmax(mean, mask)
-        return {"action": action, "propensity": tf.ones_like(mean[:, 0]), "scores": mean}
+        return greedy_decision(mean, mask)
 
     def probabilities(
         self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
     ) -> tf.Tensor:
-        samples = self._samples(context, action_features, seed, self.config.propensity_samples, _PROPENSITY_STREAM)
+        samples = self.samples(context, action_features, seed, self.config.propensity_samples, PROPENSITY_STREAM)
         return linalg.argmax_distribution(samples, mask)
 
     def collect(
         self, context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, action_features: tf.Tensor | None = None
     ) -> Decision:
-        scores = self._samples(context, action_features, seed, 1, _DECISION_STREAM)[:, 0, :]
-        action = linalg.masked_argmax(scores, mask)
-        samples = self._samples(context, action_features, seed, self.config.propensity_samples, _PROPENSITY_STREAM)
-        propensity = linalg.argmax_frequency(samples, mask, action)
-        return {"action": action, "propensity": propensity, "scores": scores}
+        scores = self.samples(context, action_features, seed, 1, DECISION_STREAM)[:, 0, :]
+        samples = self.samples(context, action_features, seed, self.config.propensity_samples, PROPENSITY_STREAM)
+        return sampled_decision(scores, mask, samples)

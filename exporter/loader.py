@@ -72,12 +72,12 @@ class LoadedVersion:
 
     def encode(self, context: np.ndarray, **extra: np.ndarray) -> dict[str, np.ndarray]:
         """The encoded features the model reads: context_vector [B, d] (and action_vectors
-        [B, K, f] for candidate sets). Plain-vector policies have nothing to encode."""
-        if self.spec.layout == "vector":
+        [B, K, f] for candidate sets). Plain vectors are their own encoding (no encode signature)."""
+        if "encode" not in self.collect_model.signatures:
             return {"context_vector": np.asarray(context, np.float32)}
         mask = np.ones((len(context), extra["action_features"].shape[1] if "action_features" in extra else 0), bool)
         inputs = self._inputs(context, mask, np.zeros(len(context), np.int64), extra)
-        wanted = [n for n in savedmodel.INPUTS[self.spec.layout] if n not in ("seed", "mask", "action_mask")]
+        wanted = [n for n in savedmodel.INPUTS[self.spec.layout] if n != "seed" and n not in savedmodel.MASKS]
         out = self.collect_model.signatures["encode"](**{name: inputs[name] for name in wanted})
         return {key: value.numpy() for key, value in out.items()}
 

@@ -4,25 +4,26 @@
     <store>/<policy>/<version>/greedy/saved_model.pb, variables/
     <store>/<policy>/<version>/collect/saved_model.pb, variables/
 
-A policy over a fixed set of K actions with a plain context vector ("vector" layout) has
-these signatures over the same variables:
-    serving_default(context [B, d] float32, mask [B, K] bool)
-    context_only(context [B, d] float32)                      -- every action allowed
-    seeded(context, mask, seed [B] int64)                      -- reproducible randomness
-all returning action [B] int32, propensity [B] float32, scores [B, K] float32, and
-    probabilities(context, mask, seed) -> probabilities [B, K] float32
-the signature's whole action distribution (for off-policy evaluation).
+Every policy takes its inputs packed (bandits.features): the numeric values as ``context``
+[B, n] float32 and, with named features, the categorical ones as ``context_categorical``
+[B, m] string, both in schema order and before any normalisation; the graph encodes them (a
+plain vector is the identity schema: n = d, nothing to encode). Candidate sets add
+``action_features`` [B, K, n_a] float32, ``action_categorical`` [B, K, m_a] string and
+``action_mask`` [B, K] bool with K dynamic (any count from 1 to the policy's maximum; padding
+is masked out); fixed actions take ``mask`` [B, K] bool. ``INPUTS`` lists each layout's
+inputs, ``SIGNATURES`` its signatures, all over the same variables:
 
-Policies with named features or candidate sets take their inputs packed (bandits.features):
-the numeric values as ``context`` [B, n] float32 and the categorical ones as
-``context_categorical`` [B, m] string, both in schema order and before any normalisation;
-the graph encodes them. Candidate sets add ``action_features`` [B, K, n_a] float32,
-``action_categorical`` [B, K, m_a] string and ``action_mask`` [B, K] bool with K dynamic
-(any count from 1 to the policy's maximum; padding is masked out). Their signatures are
-serving_default (no seed), seeded, probabilities (as above) and
-    encode(...) -> context_vector [B, d], action_vectors [B, K, f]
-the encoded features the model reads (what the trainer learns from). ``INPUTS`` lists each
-layout's inputs; the manifest records the layout.
+    seeded(inputs, seed [B] int64)         -- reproducible randomness
+    serving_default(inputs)                -- a fresh seed per row
+    probabilities(inputs, seed)            -> probabilities [B, K] float32, the signature's
+                                              whole action distribution (for off-policy evaluation)
+    context_only(context)                  -- plain vectors only: every action allowed
+    encode(inputs without masks)           -- named features and candidate sets only:
+                                              context_vector [B, d], action_vectors [B, K, f],
+                                              the encoded features the model reads
+
+seeded, serving_default and context_only return action [B] int32, propensity [B] float32 and
+scores [B, K] float32 (bandits.Decision). The manifest records the layout.
 
 A version is written into a temporary folder and renamed into place, so a reader never
 sees half a version, and an existing version is never overwritten.
@@ -51,8 +52,6 @@ logger = logging.getLogger(__name__)
 VARIANTS = ("greedy", "collect")
 MANIFEST = "manifest.json"
 FORMAT = 1
-SIGNATURE_NAMES = ("serving_default", "context_only", "seeded", "probabilities")
-PREPROCESSED_SIGNATURE_NAMES = ("serving_default", "seeded", "probabilities", "encode")
 
 
 class ExportError(Exception):
@@ -88,6 +87,16 @@ INPUTS = {
 }
 """The inputs of the seeded and probabilities signatures of each layout (serving_default: without seed)."""
 
+SIGNATURES = {
+    "vector": ("serving_default", "context_only", "seeded", "probabilities"),
+    "named": ("serving_default", "seeded", "probabilities", "encode"),
+    "candidates": ("serving_default", "seeded", "probabilities", "encode"),
+}
+"""The signatures each layout serves (a plain vector has nothing to encode; context_only
+needs a fixed set of actions and no categorical values)."""
+
+MASKS = ("mask", "action_mask")
+
 
 def _input_specs(spec: PolicySpec) -> dict[str, tf.TensorSpec]:
     context = spec.context_schema
@@ -116,91 +125,57 @@ def _describe(spec: tf.TensorSpec) -> list[str | int]:
     return [*dims, spec.dtype.name]
 
 
-def _preprocessed_signatures(
-    policy: bandits.Policy, variant: str, spec: PolicySpec
-) -> dict[str, Callable[..., dict[str, tf.Tensor]]]:
-    """Signatures that encode packed named features / candidate sets, then choose."""
-    choose = getattr(policy, variant)
+def _signatures(policy: bandits.Policy, variant: str, spec: PolicySpec) -> dict[str, Any]:
+    """The layout's signatures (SIGNATURES) of one variant: each encodes its packed inputs with
+    the policy's preprocessing (the identity for plain vectors), then chooses."""
+    choose: Callable[..., bandits.Decision] = getattr(policy, variant)
     distribution = policy.greedy_probabilities if variant == "greedy" else policy.probabilities
     inputs = _input_specs(spec)
-    names = list(inputs)
-    mask_name = "action_mask" if spec.takes_candidates else "mask"
+    (mask_name,) = (name for name in MASKS if name in inputs)
 
-    def call(function: Callable[..., Any], values: dict[str, tf.Tensor]) -> Any:
-        context, actions = policy.preprocessing.encode(
+    def encoded(values: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor | None]:
+        return policy.preprocessing.encode(
             values["context"],
-            values["context_categorical"],
+            values.get("context_categorical"),
             values.get("action_features"),
             values.get("action_categorical"),
         )
-        if actions is None:
-            return function(context, values[mask_name], values["seed"])
-        return function(context, values[mask_name], values["seed"], actions)
+
+    def call(function: Callable[..., Any], values: dict[str, tf.Tensor]) -> Any:
+        context, candidates = encoded(values)
+        return function(context, values[mask_name], values["seed"], candidates)
 
     def seeded(**values: tf.Tensor) -> dict[str, tf.Tensor]:
-        return call(choose, values)
+        return call(choose, values)._asdict()
 
     def serving_default(**values: tf.Tensor) -> dict[str, tf.Tensor]:
-        return call(choose, values | {"seed": _random_seeds(values["context"])})
+        return seeded(**values, seed=_random_seeds(values["context"]))
+
+    def context_only(**values: tf.Tensor) -> dict[str, tf.Tensor]:
+        every_action = tf.ones([tf.shape(values["context"])[0], spec.num_actions], tf.bool)
+        return serving_default(**values, mask=every_action)
 
     def probabilities(**values: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"probabilities": call(distribution, values)}
 
     def encode(**values: tf.Tensor) -> dict[str, tf.Tensor]:
-        context, actions = policy.preprocessing.encode(
-            values["context"],
-            values["context_categorical"],
-            values.get("action_features"),
-            values.get("action_categorical"),
-        )
-        return {"context_vector": context} | ({} if actions is None else {"action_vectors": actions})
+        context, candidates = encoded(values)
+        return {"context_vector": context} | ({} if candidates is None else {"action_vectors": candidates})
 
-    def traced(function: Callable[..., dict[str, tf.Tensor]], keys: list[str]) -> Any:
+    names = list(inputs)
+    builders = {
+        "seeded": (seeded, names),
+        "serving_default": (serving_default, [k for k in names if k != "seed"]),
+        "context_only": (context_only, ["context"]),
+        "probabilities": (probabilities, names),
+        "encode": (encode, [k for k in names if k != "seed" and k not in MASKS]),
+    }
+
+    def traced(name: str) -> Any:
+        function, keys = builders[name]
         return tf.function(function).get_concrete_function(**{k: inputs[k] for k in keys})
 
-    without_seed = [k for k in names if k != "seed"]
-    encode_keys = [k for k in names if k not in ("seed", "mask", "action_mask")]
-    return {
-        "serving_default": traced(serving_default, without_seed),
-        "seeded": traced(seeded, names),
-        "probabilities": traced(probabilities, names),
-        "encode": traced(encode, encode_keys),
-    }
-
-
-def _signatures(
-    choose: Callable[..., bandits.base.Decision],
-    distribution: Callable[..., tf.Tensor],
-    context_dim: int,
-    num_actions: int,
-) -> dict:
-    context_spec = tf.TensorSpec([None, context_dim], tf.float32, name="context")
-    mask_spec = tf.TensorSpec([None, num_actions], tf.bool, name="mask")
-    seed_spec = tf.TensorSpec([None], tf.int64, name="seed")
-
-    @tf.function(input_signature=[context_spec, mask_spec, seed_spec])
-    def seeded(context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> dict:
-        return choose(context, mask, seed)
-
-    @tf.function(input_signature=[context_spec, mask_spec])
-    def serving_default(context: tf.Tensor, mask: tf.Tensor) -> dict:
-        return choose(context, mask, _random_seeds(context))
-
-    @tf.function(input_signature=[context_spec])
-    def context_only(context: tf.Tensor) -> dict:
-        mask = tf.ones([tf.shape(context)[0], num_actions], tf.bool)
-        return choose(context, mask, _random_seeds(context))
-
-    @tf.function(input_signature=[context_spec, mask_spec, seed_spec])
-    def probabilities(context: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> dict:
-        return {"probabilities": distribution(context, mask, seed)}
-
-    return {
-        "serving_default": serving_default,
-        "context_only": context_only,
-        "seeded": seeded,
-        "probabilities": probabilities,
-    }
+    return {name: traced(name) for name in SIGNATURES[spec.layout]}
 
 
 def _sha256(path: Path) -> str:
@@ -272,13 +247,7 @@ def export(policy: bandits.Policy, spec: PolicySpec, store: Path, version: int |
 
     def fill(staging: Path) -> None:
         for variant in VARIANTS:
-            if spec.layout == "vector":
-                choose = getattr(policy, variant)
-                distribution = policy.greedy_probabilities if variant == "greedy" else policy.probabilities
-                signatures = _signatures(choose, distribution, spec.context_dim, spec.num_actions)
-            else:
-                signatures = _preprocessed_signatures(policy, variant, spec)
-            tf.saved_model.save(policy, str(staging / variant), signatures=signatures)
+            tf.saved_model.save(policy, str(staging / variant), signatures=_signatures(policy, variant, spec))
         manifest = {
             "format": FORMAT,
             "policy": spec.name,
@@ -293,7 +262,7 @@ def export(policy: bandits.Policy, spec: PolicySpec, store: Path, version: int |
                     "propensity": ["batch", "float32"],
                     "scores": ["batch", "K", "float32"],
                 },
-                "names": list(SIGNATURE_NAMES) if spec.layout == "vector" else list(PREPROCESSED_SIGNATURE_NAMES),
+                "names": list(SIGNATURES[spec.layout]),
             },
             "train_step": int(policy.state.train_step.numpy()) if hasattr(policy, "state") else 0,
             "created_at": datetime.datetime.now(datetime.UTC).isoformat(),

@@ -151,7 +151,7 @@ class PolicySpec:
         fields["training"] = TrainingConfig(**fields.get("training", {}))
         return cls(**fields)
 
-    def build_policy(self) -> bandits.Policy:
+    def build_policy(self) -> bandits.BanditLearner:
         """A fresh, untrained policy object for this spec (its preprocessing included)."""
         return bandits.build(
             self.algorithm,

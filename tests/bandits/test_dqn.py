@@ -1,6 +1,7 @@
 """DQN: the Double DQN update and the target network against closed forms, exact epsilon-greedy
-propensities and the epsilon schedule, determinism, checkpoint round trip, bounded replay,
-export and hot swap, and learning CartPole-v1 the way the service feeds it."""
+propensities and the epsilon schedule, deterministic training, checkpoint round trip, bounded
+replay, the served epsilon after a hot swap, and learning CartPole-v1 the way the service feeds
+it (export, determinism and read-only choice: tests/bandits/test_contract.py)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,17 @@ import pytest
 import tensorflow as tf
 
 import bandits
+from bandits import Transitions
 from bandits.dqn import DQN, double_dqn_targets, huber, linear_epsilon, weighted_huber_loss
 from exporter import loader, savedmodel
 from exporter.spec import RewardConfig, resolve
-from tests.bandits.test_neural import WRITING_OPS, assert_served_like, ops_in_saved_model
+from tests.bandits.test_contract import assert_served_like
 
 D, K = 5, 3
 SMALL = {"hidden_sizes": [16, 8], "batch_size": 16, "learning_starts": 32, "buffer_size": 1000}
 """A small network that trains in milliseconds, for the tests that are not about learning."""
 
-Transitions = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def build(**hyperparameters: Any) -> DQN:
@@ -30,7 +32,7 @@ def build(**hyperparameters: Any) -> DQN:
     return policy
 
 
-def random_transitions(n: int, seed: int = 0) -> Transitions:
+def random_transitions(n: int, seed: int = 0) -> Columns:
     """contexts, actions, rewards, next_contexts, dones (bool, about 1 in 5), weights."""
     rng = np.random.default_rng(seed)
     return (
@@ -43,15 +45,15 @@ def random_transitions(n: int, seed: int = 0) -> Transitions:
     )
 
 
-def rows(transitions: Transitions, start: int, stop: int) -> Transitions:
+def rows(transitions: Columns, start: int, stop: int) -> Columns:
     c, a, r, n, d, w = (column[start:stop] for column in transitions)
     return c, a, r, n, d, w
 
 
-def update_in_chunks(policy: DQN, transitions: Transitions, chunks: list[int]) -> None:
+def update_in_chunks(policy: DQN, transitions: Columns, chunks: list[int]) -> None:
     start = 0
     for size in chunks:
-        policy.update_transitions(*(column[start : start + size] for column in transitions))
+        policy.update_transitions(Transitions.of(*(column[start : start + size] for column in transitions)))
         start += size
 
 
@@ -117,9 +119,13 @@ def test_one_training_step_is_double_dqn_with_huber_loss_and_adam() -> None:
     contexts, actions, rewards, next_contexts, dones, weights = random_transitions(n, seed=4)
     rewards = rewards * 3  # TD errors on both sides of delta
 
-    policy.update_transitions(contexts[:-1], actions[:-1], rewards[:-1], next_contexts[:-1], dones[:-1], weights[:-1])
+    policy.update_transitions(
+        Transitions.of(contexts[:-1], actions[:-1], rewards[:-1], next_contexts[:-1], dones[:-1], weights[:-1])
+    )
     assert policy.stats()["training_steps"] == 0, "trained before learning_starts"
-    policy.update_transitions(contexts[-1:], actions[-1:], rewards[-1:], next_contexts[-1:], dones[-1:], weights[-1:])
+    policy.update_transitions(
+        Transitions.of(contexts[-1:], actions[-1:], rewards[-1:], next_contexts[-1:], dones[-1:], weights[-1:])
+    )
     assert policy.stats()["training_steps"] == 1
 
     # The minibatch: slots drawn as documented, uniform with replacement keyed on (seed, step 0).
@@ -178,7 +184,7 @@ def test_update_is_one_step_episodes() -> None:
     contexts, actions, rewards, _, _, weights = random_transitions(64, seed=7)
     one, two = build(), build()
     one.update(contexts, actions, rewards, weights)
-    two.update_transitions(contexts, actions, rewards, contexts * 0, np.ones(64, bool), weights)
+    two.update_transitions(Transitions.of(contexts, actions, rewards, contexts * 0, np.ones(64, bool), weights))
     assert_same_variables(one, variables(two))
     np.testing.assert_array_equal(one.replay.dones.numpy()[:64], 1.0)
 
@@ -192,7 +198,7 @@ def test_replay_buffer_holds_exactly_the_last_transitions_oldest_first() -> None
         np.testing.assert_array_equal(column.numpy(), np.asarray(expected[-50:], column.dtype.as_numpy_dtype))
 
 
-# -- choosing: exact propensities, the epsilon schedule, read-only and seeded ---------------------
+# -- choosing: exact propensities and the epsilon schedule ----------------------------------------
 
 
 def test_epsilon_decays_linearly_with_the_transitions_seen_and_propensities_are_exact() -> None:
@@ -208,20 +214,20 @@ def test_epsilon_decays_linearly_with_the_transitions_seen_and_propensities_are_
         epsilon = 0.9 + (0.1 - 0.9) * min(1.0, seen / 200)
         assert policy.stats()["epsilon"] == pytest.approx(epsilon, abs=1e-6)
         out = policy.collect(context, mask, seeds)
-        scores = out["scores"].numpy()
+        scores = out.scores.numpy()
         np.testing.assert_allclose(scores, policy.network.predict(context).numpy(), rtol=1e-6)
         best = np.where(mask, scores, -np.inf).argmax(axis=1)
-        chosen = out["action"].numpy()
+        chosen = out.action.numpy()
         closed_form = np.where(chosen == best, 1 - epsilon + epsilon / 2, epsilon / 2)
-        np.testing.assert_allclose(out["propensity"].numpy(), closed_form, rtol=1e-5)
+        np.testing.assert_allclose(out.propensity.numpy(), closed_form, rtol=1e-5)
         assert mask[np.arange(n), chosen].all(), "a masked action was chosen"
         explored = (chosen != best).mean()
         assert abs(explored - epsilon / 2) < 4 * np.sqrt(epsilon / 2 / n) + 1e-3, (seen, explored, epsilon)
         probabilities = policy.probabilities(context, mask, seeds).numpy()
-        np.testing.assert_allclose(probabilities[np.arange(n), chosen], out["propensity"].numpy(), rtol=1e-5)
+        np.testing.assert_allclose(probabilities[np.arange(n), chosen], out.propensity.numpy(), rtol=1e-5)
         greedy = policy.greedy(context, mask, seeds)
-        np.testing.assert_array_equal(greedy["action"].numpy(), best)
-        np.testing.assert_array_equal(greedy["propensity"].numpy(), 1.0)
+        np.testing.assert_array_equal(greedy.action.numpy(), best)
+        np.testing.assert_array_equal(greedy.propensity.numpy(), 1.0)
     assert seen == 300 and policy.stats()["epsilon"] == pytest.approx(0.1)
     assert linear_epsilon(tf.constant(5, tf.int64), 1.0, 0.2, 0).numpy() == pytest.approx(0.2)
 
@@ -237,28 +243,8 @@ def test_probabilities_sum_to_one_over_the_mask_and_masked_actions_are_never_cho
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert (probabilities[~mask] == 0).all() and (probabilities[mask] > 0).all()
     for choose in (policy.collect, policy.greedy):
-        chosen = choose(context, mask, seeds)["action"].numpy()
+        chosen = choose(context, mask, seeds).action.numpy()
         assert mask[np.arange(256), chosen].all(), "a masked action was chosen"
-
-
-def test_choosing_never_writes_a_variable_and_a_seed_fixes_the_decision() -> None:
-    policy = build(epsilon_end=0.3)
-    update_in_chunks(policy, random_transitions(100), [100])
-    before = variables(policy)
-    context = random_transitions(32, seed=13)[0]
-    mask, seeds = tf.ones([32, K], tf.bool), tf.range(1000, 1032, dtype=tf.int64)
-    first = policy.collect(context, mask, seeds)
-    again = policy.collect(context, mask, seeds)
-    policy.greedy(context, mask, seeds)
-    policy.probabilities(context, mask, seeds)
-    policy.stats()
-    assert_same_variables(policy, before)
-    for key in ("action", "propensity", "scores"):
-        np.testing.assert_array_equal(first[key].numpy(), again[key].numpy())
-    alone = policy.collect(context[5:6], mask[:1], seeds[5:6])  # a row depends on its own seed only
-    assert alone["action"].numpy()[0] == first["action"].numpy()[5]
-    other = policy.collect(context, mask, seeds + 7919)
-    assert not np.array_equal(first["action"].numpy(), other["action"].numpy()), "the seed changes nothing"
 
 
 # -- training is deterministic and survives a checkpoint -----------------------------------------
@@ -300,30 +286,18 @@ def test_checkpoint_restore_then_continue_equals_an_uninterrupted_run(tmp_path: 
 # -- export, load, hot swap ----------------------------------------------------------------------
 
 
-def test_export_load_and_hot_swap_give_identical_decisions(store: Path, tmp_path: Path) -> None:
+def test_served_epsilon_follows_the_transitions_seen_after_a_hot_swap(store: Path, tmp_path: Path) -> None:
     spec = resolve("dqn", "dqn", D, K, SMALL | {"epsilon_decay_transitions": 400}, RewardConfig())
     policy = spec.build_policy()
     assert isinstance(policy, DQN)
     update_in_chunks(policy, random_transitions(100, seed=16), [100])
-    version = savedmodel.export(policy, spec, store)
-    loaded = loader.load(store, "dqn", version)
-    root = savedmodel.version_dir(store, "dqn", version)
-    for variant in savedmodel.VARIANTS:  # no training graph in the served models
-        ops = ops_in_saved_model(root / variant)
-        assert not ops & WRITING_OPS, f"{variant} writes variables: {ops & WRITING_OPS}"
-        assert "StatelessRandomUniformIntV2" not in ops, f"{variant} carries the minibatch sampler"
-
+    loaded = loader.load(store, "dqn", savedmodel.export(policy, spec, store))
     rng = np.random.default_rng(1)
     context = rng.normal(size=(64, D)).astype(np.float32)
     mask = rng.random((64, K)) < 0.7
     mask[:, 2] = True
     seed = np.arange(64, dtype=np.int64) * 31
-
-    def assert_same_decisions() -> None:
-        assert_served_like(policy, loaded, context, mask, seed)
-
-    assert_same_decisions()
-    # Hot swap: the trainer's checkpoint restores into the loaded SavedModels, epsilon included.
+    # The trainer's checkpoint restores into the loaded SavedModels, epsilon included.
     everything = np.ones((64, K), bool)
     for seen in (100, 400):
         if seen == 400:
@@ -331,7 +305,7 @@ def test_export_load_and_hot_swap_give_identical_decisions(store: Path, tmp_path
             prefix = tf.train.Checkpoint(root=policy).write(str(tmp_path / "variables"))
             for model in (loaded.greedy_model, loaded.collect_model):
                 tf.train.Checkpoint(root=model).read(prefix).expect_partial()
-            assert_same_decisions()
+            assert_served_like(policy, loaded, (context, mask, seed, {}))
         epsilon = 1.0 - 0.95 * seen / 400
         served = loaded.probabilities(False, context, everything, seed).max(axis=1)
         np.testing.assert_allclose(served, 1 - epsilon + epsilon / K, rtol=1e-5)
@@ -396,7 +370,7 @@ def evaluate_cartpole(policy: DQN, episodes: int = 20) -> float:
     returns, alive = np.zeros(episodes), np.ones(episodes, bool)
     mask, seeds = tf.ones([episodes, 2], tf.bool), tf.zeros([episodes], tf.int64)
     while alive.any():
-        actions = greedy(tf.constant(observations), mask, seeds)["action"].numpy()
+        actions = greedy(tf.constant(observations), mask, seeds).action.numpy()
         for i in np.flatnonzero(alive):
             observation, reward, terminated, truncated, _ = envs[i].step(int(actions[i]))
             observations[i], returns[i] = observation, returns[i] + reward
@@ -422,7 +396,7 @@ def test_dqn_learns_cartpole_acting_from_a_lagging_copy_and_training_in_batches(
         decision = collect(
             observation[None].astype(np.float32), tf.ones([1, 2], tf.bool), tf.constant([step], tf.int64)
         )
-        action = int(decision["action"].numpy()[0])
+        action = int(decision.action.numpy()[0])
         next_observation, reward, terminated, truncated, _ = env.step(action)
         if terminated or not truncated:
             pending.append((observation, action, reward, next_observation, terminated))
@@ -431,7 +405,7 @@ def test_dqn_learns_cartpole_acting_from_a_lagging_copy_and_training_in_batches(
             s, a, r, s2, done = (np.array(column) for column in zip(*pending, strict=True))
             weights = np.ones(len(a), np.float32)
             trained.update_transitions(
-                s.astype(np.float32), a.astype(np.int32), r.astype(np.float32), s2, done, weights
+                Transitions.of(s.astype(np.float32), a.astype(np.int32), r.astype(np.float32), s2, done, weights)
             )
             pending.clear()
         if step % 200 == 0:

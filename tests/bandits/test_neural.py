@@ -1,5 +1,6 @@
 """Neural bandits: closed forms, learning on a nonlinear simulator, exact and estimated
-propensities, determinism, checkpoint round trip, bounded replay, export and hot swap."""
+propensities, deterministic training, checkpoint round trip, bounded replay (export, hot swap
+and read-only seeded choice: tests/bandits/test_contract.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 
 import bandits
-from bandits import linalg
-from bandits.neural import NeuralLinear, NeuralPolicy, per_action_statistics
-from exporter import loader, savedmodel
+from bandits.linalg import per_action_statistics
+from bandits.neural_linear import NeuralLinear
 from exporter.spec import RewardConfig, resolve
 from training.simulators import NonlinearSimulator
 
@@ -71,14 +70,16 @@ def weighted_ridge(features, actions, rewards, weights, ridge: float, k: int) ->
 # -- the math equals a closed form ---------------------------------------------------------------
 
 
-def test_per_action_statistics_equal_linalg_accumulate() -> None:
+def test_per_action_statistics_equal_their_closed_form() -> None:
     features, actions, rewards, weights = random_examples(300, seed=1)
     actions[actions == 2] = 1  # an action without examples
     gram, reward_sums, counts = per_action_statistics(features, actions, rewards, weights, K)
-    zeros = (tf.zeros([K, D, D], tf.float64), tf.zeros([K, D], tf.float64), tf.zeros([K], tf.float64))
-    expected = linalg.accumulate(*zeros, features, actions, rewards, weights)
-    for value, reference in zip((gram, reward_sums, counts), expected, strict=True):
-        np.testing.assert_allclose(value.numpy(), reference.numpy(), rtol=1e-6, atol=1e-6)
+    z, w, r = features.astype(np.float64), weights.astype(np.float64), rewards.astype(np.float64)
+    for k in range(K):
+        rows = actions == k
+        np.testing.assert_allclose(gram.numpy()[k], (z[rows] * w[rows, None]).T @ z[rows], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(reward_sums.numpy()[k], z[rows].T @ (w[rows] * r[rows]), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(counts.numpy()[k], w[rows].sum(), rtol=1e-12)
     assert counts.numpy()[2] == 0 and not gram.numpy()[2].any()
 
 
@@ -122,7 +123,7 @@ def test_scores_are_the_posterior_mean_and_ucb() -> None:
     features = numpy_features(policy, query)
     mask = tf.ones([16, K], tf.bool)
     seeds = tf.range(16, dtype=tf.int64)
-    greedy = policy.greedy(query, mask, seeds)["scores"].numpy()
+    greedy = policy.greedy(query, mask, seeds).scores.numpy()
     ucb = policy.probabilities(query, mask, seeds).numpy()
     for k in range(K):
         theta = policy.last_layer.theta.numpy()[k].astype(np.float64)
@@ -130,8 +131,8 @@ def test_scores_are_the_posterior_mean_and_ucb() -> None:
         np.testing.assert_allclose(greedy[:, k], features @ theta, rtol=1e-4, atol=1e-4)
         width = np.sqrt(np.einsum("bi,ij,bj->b", features, inverse, features))
         upper = features @ theta + 0.6 * width
-        np.testing.assert_allclose(policy.collect(query, mask, seeds)["scores"].numpy()[:, k], upper, atol=1e-4)
-    assert (ucb.argmax(axis=1) == policy.collect(query, mask, seeds)["scores"].numpy().argmax(axis=1)).all()
+        np.testing.assert_allclose(policy.collect(query, mask, seeds).scores.numpy()[:, k], upper, atol=1e-4)
+    assert (ucb.argmax(axis=1) == policy.collect(query, mask, seeds).scores.numpy().argmax(axis=1)).all()
 
 
 def test_replay_buffer_holds_exactly_the_last_examples_oldest_first() -> None:
@@ -139,9 +140,10 @@ def test_replay_buffer_holds_exactly_the_last_examples_oldest_first() -> None:
     policy = build("neural_epsilon_greedy", buffer_size=50, train_every_examples=10**6)
     update_in_chunks(policy, examples, [30, 60, 1, 46])  # one chunk larger than the buffer
     assert int(policy.replay.examples_seen.numpy()) == 137
-    held = [t.numpy() for t in policy.replay.contents()]
-    for column, expected in zip(held, examples, strict=True):
-        np.testing.assert_array_equal(column, expected[-50:])
+    held = policy.replay.contents()
+    for column, expected in zip(("contexts", "actions", "rewards", "weights"), examples, strict=True):
+        np.testing.assert_array_equal(getattr(held, column).numpy(), expected[-50:])
+    assert held.action_features.shape == (50, 0)  # fixed actions: no candidate features
 
 
 # -- propensities --------------------------------------------------------------------------------
@@ -155,16 +157,16 @@ def test_epsilon_greedy_collect_propensity_is_exact() -> None:
     mask = np.tile([True, True, False, True], (n, 1))
     context = random_examples(n, seed=5)[0]
     out = policy.collect(context, mask, tf.range(n, dtype=tf.int64))
-    scores = out["scores"].numpy()
+    scores = out.scores.numpy()
     np.testing.assert_allclose(scores, policy.network.predict(context).numpy(), rtol=1e-6)
     best = np.where(mask, scores, -np.inf).argmax(axis=1)
-    chosen = out["action"].numpy()
-    np.testing.assert_allclose(out["propensity"].numpy(), np.where(chosen == best, 0.8 + 0.2 / 3, 0.2 / 3), rtol=1e-6)
+    chosen = out.action.numpy()
+    np.testing.assert_allclose(out.propensity.numpy(), np.where(chosen == best, 0.8 + 0.2 / 3, 0.2 / 3), rtol=1e-6)
     assert mask[np.arange(n), chosen].all(), "a masked action was chosen"
     assert 0.08 < (chosen != best).mean() < 0.22, "exploration share far from 2/3 of epsilon"
     probabilities = policy.probabilities(context, mask, tf.range(n, dtype=tf.int64)).numpy()
-    np.testing.assert_allclose(probabilities[np.arange(n), chosen], out["propensity"].numpy(), rtol=1e-6)
-    np.testing.assert_array_equal(policy.greedy(context, mask, tf.zeros([n], tf.int64))["action"].numpy(), best)
+    np.testing.assert_allclose(probabilities[np.arange(n), chosen], out.propensity.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(policy.greedy(context, mask, tf.zeros([n], tf.int64)).action.numpy(), best)
 
 
 @pytest.mark.parametrize(("algorithm", "hyperparameters"), VARIANTS)
@@ -179,7 +181,7 @@ def test_probabilities_sum_to_one_over_the_mask(algorithm: str, hyperparameters:
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert (probabilities[~mask] == 0).all()
     for choose in (policy.collect, policy.greedy):
-        chosen = choose(context, mask, seeds)["action"].numpy()
+        chosen = choose(context, mask, seeds).action.numpy()
         assert mask[np.arange(64), chosen].all(), "a masked action was chosen"
 
 
@@ -189,7 +191,7 @@ def test_thompson_propensity_matches_empirical_frequency() -> None:
     draws = 4000
     row = np.repeat(random_examples(1, seed=10)[0], draws, axis=0)
     out = policy.collect(row, tf.ones([draws, K], tf.bool), tf.range(draws, dtype=tf.int64))
-    chosen, propensity = out["action"].numpy(), out["propensity"].numpy()
+    chosen, propensity = out.action.numpy(), out.propensity.numpy()
     frequency = np.bincount(chosen, minlength=K) / draws
     assert (frequency > 0.02).sum() >= 2, "the test needs a context where several actions compete"
     for k in np.flatnonzero(frequency > 0):
@@ -198,31 +200,7 @@ def test_thompson_propensity_matches_empirical_frequency() -> None:
     assert (propensity > 0).all() and (propensity <= 1).all()
 
 
-# -- choosing is read-only and seeded; training is deterministic ---------------------------------
-
-
-@pytest.mark.parametrize(("algorithm", "hyperparameters"), VARIANTS)
-def test_choosing_never_writes_a_variable_and_a_seed_fixes_the_decision(
-    algorithm: str, hyperparameters: dict[str, Any]
-) -> None:
-    policy = build(algorithm, **hyperparameters)
-    update_in_chunks(policy, random_examples(100), [100])
-    before = variables(policy)
-    context = random_examples(32, seed=11)[0]
-    mask, seeds = tf.ones([32, K], tf.bool), tf.range(1000, 1032, dtype=tf.int64)
-    first = policy.collect(context, mask, seeds)
-    again = policy.collect(context, mask, seeds)
-    policy.greedy(context, mask, seeds)
-    policy.probabilities(context, mask, seeds)
-    after = variables(policy)
-    for name, value in before.items():
-        np.testing.assert_array_equal(value, after[name], err_msg=name)
-    for key in ("action", "propensity", "scores"):
-        np.testing.assert_array_equal(first[key].numpy(), again[key].numpy())
-    alone = policy.collect(context[5:6], mask[:1], seeds[5:6])  # a row depends on its own seed only
-    assert alone["action"].numpy()[0] == first["action"].numpy()[5]
-    other = policy.collect(context, mask, seeds + 7919)
-    assert not np.array_equal(first["action"].numpy(), other["action"].numpy()), "the seed changes nothing"
+# -- training is deterministic -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("algorithm", ["neural_epsilon_greedy", "neural_linear"])
@@ -276,7 +254,7 @@ def play(algorithm: str, hyperparameters: dict[str, Any], rounds: int = 5000, ba
     for step in range(rounds // batch):
         contexts = sim.contexts(batch)
         actions = policy.collect(contexts, mask, tf.range(step * batch, (step + 1) * batch, dtype=tf.int64))
-        actions = actions["action"].numpy()
+        actions = actions.action.numpy()
         rewards = sim.rewards(contexts, actions)
         regret += sim.regret(contexts, actions).sum()
         uniform += sim.uniform_regret(contexts).sum()
@@ -302,80 +280,6 @@ def test_neural_linear_has_at_most_half_linucb_regret_on_a_nonlinear_problem(mod
 def test_neural_epsilon_greedy_far_better_than_uniform_on_a_nonlinear_problem() -> None:
     regret, uniform = play("neural_epsilon_greedy", NETWORK | {"epsilon": 0.1})
     assert regret < 0.4 * uniform, (regret, uniform)  # measured: 0.31
-
-
-# -- export, load, hot swap ----------------------------------------------------------------------
-
-
-WRITING_OPS = {"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp", "ResourceScatterNdUpdate"}
-
-
-def assert_served_like(policy: Any, loaded: Any, context: np.ndarray, mask: np.ndarray, seed: np.ndarray) -> None:
-    """The loaded SavedModels decide (both variants) and give probabilities exactly as the policy."""
-    for variant in savedmodel.VARIANTS:
-        direct = getattr(policy, variant)(context, mask, seed)
-        served = loaded.decide(variant == "greedy", context, mask, seed)
-        for key in ("action", "propensity", "scores"):
-            np.testing.assert_allclose(served[key], direct[key].numpy(), rtol=1e-6, err_msg=f"{variant} {key}")
-    direct = policy.probabilities(context, mask, seed).numpy()
-    np.testing.assert_allclose(loaded.probabilities(False, context, mask, seed), direct, rtol=1e-6)
-
-
-def ops_in_saved_model(path: Path) -> set[str]:
-    """Every op type in a SavedModel's graph and function library, except in the functions
-    that save and restore its variables (which every SavedModel has)."""
-    proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((path / "saved_model.pb").read_bytes())
-    ops = set()
-    for meta_graph in proto.meta_graphs:
-        ops.update(node.op for node in meta_graph.graph_def.node)
-        for function in meta_graph.graph_def.library.function:
-            if "_traced_save_" not in function.signature.name and "_traced_restore_" not in function.signature.name:
-                ops.update(node.op for node in function.node_def)
-    return ops
-
-
-@pytest.mark.parametrize(("algorithm", "hyperparameters"), VARIANTS)
-def test_export_load_and_hot_swap_give_identical_decisions(
-    algorithm: str, hyperparameters: dict[str, Any], store: Path, tmp_path: Path
-) -> None:
-    spec = resolve("neural", algorithm, D, K, SMALL | hyperparameters, RewardConfig())
-    policy = spec.build_policy()
-    assert isinstance(policy, NeuralPolicy)
-    update_in_chunks(policy, random_examples(100, seed=14), [100])
-    version = savedmodel.export(policy, spec, store)
-    loaded = loader.load(store, "neural", version)
-    assert loaded.manifest["train_step"] == 1
-    root = savedmodel.version_dir(store, "neural", version)
-    for variant in savedmodel.VARIANTS:  # no training graph in the served models
-        ops = ops_in_saved_model(root / variant)
-        assert not ops & WRITING_OPS, f"{variant} writes variables: {ops & WRITING_OPS}"
-        assert "StatelessRandomUniformIntV2" not in ops, f"{variant} carries the minibatch sampler"
-
-    # A trainer resuming from version <export>.0 restores every variable from the export itself.
-    resumed = spec.build_policy()
-    resumed.compile()
-    tf.train.Checkpoint(root=resumed).read(str(root / "collect" / "variables" / "variables")).expect_partial()
-    exported = variables(policy)
-    for name, value in variables(resumed).items():
-        np.testing.assert_array_equal(value, exported[name], err_msg=name)
-
-    rng = np.random.default_rng(1)
-    context = rng.normal(size=(32, D)).astype(np.float32)
-    mask = rng.random((32, K)) < 0.7
-    mask[:, 2] = True
-    seed = np.arange(32, dtype=np.int64) * 31
-
-    def assert_same_decisions() -> None:
-        assert_served_like(policy, loaded, context, mask, seed)
-
-    assert_same_decisions()
-    # Hot swap: the trainer's checkpoint of every variable restores into the loaded SavedModels.
-    update_in_chunks(policy, random_examples(100, seed=15), [100])
-    prefix = tf.train.Checkpoint(root=policy).write(str(tmp_path / "variables"))
-    for model in (loaded.greedy_model, loaded.collect_model):
-        tf.train.Checkpoint(root=model).read(prefix).expect_partial()
-    assert_same_decisions()
 
 
 # -- configuration -------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The candidate-set forms of the neural bandits: closed forms of the tower and the shared last
 layer, learning on a nonlinear candidate simulator with a changing pool, one traced graph for
-any number of candidates, propensities, determinism, checkpoint round trip, and the
-fixed-action forms left as they were."""
+any number of candidates, propensities, deterministic training, checkpoint round trip, and the
+fixed-action forms left as they were (export, determinism and read-only choice:
+tests/bandits/test_contract.py)."""
 
 from __future__ import annotations
 
@@ -13,17 +14,9 @@ import pytest
 import tensorflow as tf
 
 import bandits
-from bandits.neural import (
-    CandidateNeuralEpsilonGreedy,
-    CandidateNeuralLinear,
-    NeuralEpsilonGreedy,
-    NeuralEpsilonGreedyConfig,
-    NeuralLinear,
-    NeuralLinearConfig,
-    candidate_inputs,
-    per_candidate,
-    shared_posterior_scores,
-)
+from bandits.neural import CandidateNeuralEpsilonGreedy, NeuralEpsilonGreedy, candidate_inputs, per_candidate
+from bandits.neural_config import NeuralEpsilonGreedyConfig, NeuralLinearConfig
+from bandits.neural_linear import CandidateNeuralLinear, NeuralLinear, shared_posterior_scores
 from tests.bandits.test_neural import numpy_features, update_in_chunks, variables, weighted_ridge
 from training.simulators import CandidateSimulator
 
@@ -116,7 +109,7 @@ def test_training_round_recomputes_the_shared_layer_from_the_buffer_with_the_new
     mean, inverse = shared_ridge(tower_features(policy, contexts, chosen), rewards, weights, 1.3)
     np.testing.assert_allclose(policy.last_layer.theta.numpy()[0], mean, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(policy.last_layer.gram_inverse.numpy()[0], inverse, rtol=1e-4, atol=1e-5)
-    np.testing.assert_array_equal(policy.replay.contents()[4].numpy(), examples[4][-100:])
+    np.testing.assert_array_equal(policy.replay.contents().action_features.numpy(), examples[4][-100:])
 
 
 def test_scores_are_the_towers_prediction_and_the_shared_posterior_mean_and_ucb() -> None:
@@ -126,7 +119,7 @@ def test_scores_are_the_towers_prediction_and_the_shared_posterior_mean_and_ucb(
     update_in_chunks(greedy_policy, examples, [200])
     inputs = np.concatenate([np.repeat(context[:, None], 7, axis=1), candidates], axis=-1).reshape(-1, D + F)
     predicted = greedy_policy.network.predict(inputs).numpy().reshape(16, 7)
-    np.testing.assert_allclose(greedy_policy.greedy(context, mask, seeds, candidates)["scores"], predicted, rtol=1e-6)
+    np.testing.assert_allclose(greedy_policy.greedy(context, mask, seeds, candidates).scores, predicted, rtol=1e-6)
 
     policy = build("neural_linear", mode="ucb", alpha=0.6)
     update_in_chunks(policy, examples, [200])
@@ -134,9 +127,9 @@ def test_scores_are_the_towers_prediction_and_the_shared_posterior_mean_and_ucb(
     theta = policy.last_layer.theta.numpy()[0].astype(np.float64)
     inverse = policy.last_layer.gram_inverse.numpy()[0].astype(np.float64)
     width = np.sqrt(np.einsum("bki,ij,bkj->bk", features, inverse, features))
-    greedy = policy.greedy(context, mask, seeds, candidates)["scores"].numpy()
+    greedy = policy.greedy(context, mask, seeds, candidates).scores.numpy()
     np.testing.assert_allclose(greedy, features @ theta, rtol=1e-4, atol=1e-4)
-    collect = policy.collect(context, mask, seeds, candidates)["scores"].numpy()
+    collect = policy.collect(context, mask, seeds, candidates).scores.numpy()
     np.testing.assert_allclose(collect, features @ theta + 0.6 * width, rtol=1e-4, atol=1e-4)
 
 
@@ -159,7 +152,7 @@ def test_thompson_gives_identical_candidates_identical_sampled_scores() -> None:
     update_in_chunks(policy, random_examples(100, seed=5), [100])
     context, _, seeds, candidates = random_requests(64, 3, seed=6)
     candidates[:, 1] = candidates[:, 0]  # the same item twice: one draw of beta scores both alike
-    scores = policy.collect(context, np.ones([64, 3], bool), seeds, candidates)["scores"].numpy()
+    scores = policy.collect(context, np.ones([64, 3], bool), seeds, candidates).scores.numpy()
     np.testing.assert_allclose(scores[:, 0], scores[:, 1], rtol=1e-6)
     assert not np.allclose(scores[:, 0], scores[:, 2], atol=1e-3)
 
@@ -191,19 +184,19 @@ def test_one_graph_serves_any_number_of_candidates_with_consistent_probabilities
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
         assert (probabilities[~mask] == 0).all()
         out = collect(*request)
-        chosen, propensity = out["action"].numpy(), out["propensity"].numpy()
-        assert out["scores"].shape == (64, k) and mask[np.arange(64), chosen].all(), "a masked candidate was chosen"
+        chosen, propensity = out.action.numpy(), out.propensity.numpy()
+        assert out.scores.shape == (64, k) and mask[np.arange(64), chosen].all(), "a masked candidate was chosen"
         if samples is None:  # exact
             np.testing.assert_allclose(propensity, probabilities[np.arange(64), chosen], rtol=1e-6)
         else:  # (1 + wins) / (S + 1) against wins / S over the same draws
             gap = np.abs(propensity - probabilities[np.arange(64), chosen])
             assert (gap <= 1 / (samples + 1) + 1e-6).all(), gap.max()
         best = greedy(*request)
-        assert mask[np.arange(64), best["action"].numpy()].all()
-        np.testing.assert_array_equal(best["propensity"].numpy(), 1.0)
+        assert mask[np.arange(64), best.action.numpy()].all()
+        np.testing.assert_array_equal(best.propensity.numpy(), 1.0)
         eager = policy.collect(*request)
-        np.testing.assert_array_equal(eager["action"].numpy(), chosen)
-        np.testing.assert_allclose(eager["scores"].numpy(), out["scores"].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(eager.action.numpy(), chosen)
+        np.testing.assert_allclose(eager.scores.numpy(), out.scores.numpy(), rtol=1e-5, atol=1e-6)
         if k == 1:
             np.testing.assert_array_equal(chosen, 0)
             np.testing.assert_allclose(propensity, 1.0)
@@ -216,12 +209,12 @@ def test_epsilon_greedy_collect_propensity_is_exact() -> None:
     context, _, seeds, candidates = random_requests(n, k, seed=10)
     mask = np.tile([True, True, False, True], (n, 1))
     out = policy.collect(context, mask, seeds, candidates)
-    best = np.where(mask, out["scores"].numpy(), -np.inf).argmax(axis=1)
-    chosen = out["action"].numpy()
+    best = np.where(mask, out.scores.numpy(), -np.inf).argmax(axis=1)
+    chosen = out.action.numpy()
     expected = np.where(chosen == best, 0.8 + 0.2 / 3, 0.2 / 3)
-    np.testing.assert_allclose(out["propensity"].numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(out.propensity.numpy(), expected, rtol=1e-6)
     assert 0.09 < (chosen != best).mean() < 0.2, "exploration share far from 2/3 of epsilon"
-    np.testing.assert_array_equal(policy.greedy(context, mask, seeds, candidates)["action"].numpy(), best)
+    np.testing.assert_array_equal(policy.greedy(context, mask, seeds, candidates).action.numpy(), best)
 
 
 def test_thompson_propensity_matches_empirical_frequency() -> None:
@@ -231,7 +224,7 @@ def test_thompson_propensity_matches_empirical_frequency() -> None:
     context, _, _, candidates = random_requests(1, k, seed=12)
     rows = (np.repeat(context, draws, axis=0), np.ones([draws, k], bool), np.arange(draws, dtype=np.int64))
     out = policy.collect(*rows, np.repeat(candidates, draws, axis=0))
-    chosen, propensity = out["action"].numpy(), out["propensity"].numpy()
+    chosen, propensity = out.action.numpy(), out.propensity.numpy()
     frequency = np.bincount(chosen, minlength=k) / draws
     assert (frequency > 0.02).sum() >= 2, "the test needs a request where several candidates compete"
     for candidate in np.flatnonzero(frequency > 0):
@@ -240,34 +233,7 @@ def test_thompson_propensity_matches_empirical_frequency() -> None:
     assert (propensity > 0).all() and (propensity <= 1).all()
 
 
-# -- choosing is read-only and seeded; training is deterministic ---------------------------------
-
-
-@pytest.mark.parametrize(("algorithm", "hyperparameters"), VARIANTS)
-def test_choosing_never_writes_a_variable_and_a_seed_fixes_the_decision(
-    algorithm: str, hyperparameters: dict[str, Any]
-) -> None:
-    policy = build(algorithm, **hyperparameters)
-    update_in_chunks(policy, random_examples(100), [100])
-    before = variables(policy)
-    context, mask, seeds, candidates = random_requests(32, 7, seed=13)
-    first = policy.collect(context, mask, seeds, candidates)
-    again = policy.collect(context, mask, seeds, candidates)
-    policy.greedy(context, mask, seeds, candidates)
-    policy.probabilities(context, mask, seeds, candidates)
-    for name, value in variables(policy).items():
-        np.testing.assert_array_equal(value, before[name], err_msg=name)
-    for key in ("action", "propensity", "scores"):
-        np.testing.assert_array_equal(first[key].numpy(), again[key].numpy())
-    alone = policy.collect(context[5:6], mask[5:6], seeds[5:6], candidates[5:6])  # a row depends on its seed only
-    assert alone["action"].numpy()[0] == first["action"].numpy()[5]
-    # Padding a row with masked candidates changes neither its decision nor its propensity.
-    padded = (np.pad(mask, [(0, 0), (0, 5)]), np.pad(candidates, [(0, 0), (0, 5), (0, 0)]))
-    wider = policy.collect(context, padded[0], seeds, padded[1])
-    np.testing.assert_array_equal(wider["action"].numpy(), first["action"].numpy())
-    np.testing.assert_allclose(wider["propensity"].numpy(), first["propensity"].numpy(), rtol=1e-6)
-    other = policy.collect(context, mask, seeds + 7919, candidates)
-    assert not np.array_equal(first["action"].numpy(), other["action"].numpy()), "the seed changes nothing"
+# -- training is deterministic -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("algorithm", ["neural_epsilon_greedy", "neural_linear"])
@@ -304,7 +270,8 @@ def test_checkpoint_round_trip_gives_identical_scores_and_continues_identically(
     for method in ("greedy", "collect"):
         for key in ("action", "propensity", "scores"):
             np.testing.assert_array_equal(
-                getattr(restored, method)(*request)[key].numpy(), getattr(original, method)(*request)[key].numpy()
+                getattr(getattr(restored, method)(*request), key).numpy(),
+                getattr(getattr(original, method)(*request), key).numpy(),
             )
     np.testing.assert_array_equal(restored.probabilities(*request).numpy(), original.probabilities(*request).numpy())
     for policy in (original, restored):
@@ -339,14 +306,14 @@ def play(algorithm: str, hyperparameters: dict[str, Any], rounds: int = 6000, ba
     for step in range(rounds // batch):
         contexts, candidates = requests(batch)
         seeds = np.arange(step * batch, (step + 1) * batch, dtype=np.int64)
-        actions = policy.collect(contexts, np.ones([batch, k], bool), seeds, candidates)["action"].numpy()
+        actions = policy.collect(contexts, np.ones([batch, k], bool), seeds, candidates).action.numpy()
         chosen = candidates[np.arange(batch), actions]
         rewards = np.array([sim.reward(x, z) for x, z in zip(contexts, chosen, strict=True)], np.float32)
         online += regrets(contexts, candidates, actions)
         policy.update(contexts, actions, rewards, np.ones(batch, np.float32), chosen)
     sim.fresh_pool()
     contexts, candidates = requests(2000)
-    actions = policy.greedy(contexts, np.ones([2000, k], bool), np.zeros(2000, np.int64), candidates)["action"]
+    actions = policy.greedy(contexts, np.ones([2000, k], bool), np.zeros(2000, np.int64), candidates).action
     fresh = regrets(contexts, candidates, actions.numpy())
     return {"online": online[0] / online[1], "fresh": fresh[0] / fresh[1]}
 

@@ -53,8 +53,8 @@ def test_thompson_scores_are_correlated_draws_of_one_theta() -> None:
     policy = bandits.build("lints", 2, 8, {}, action_feature_dim=2)
     z = np.tile(np.array([[[0.3, -1.0]]], np.float32), (64, 2, 1))
     out = policy.collect(np.ones((64, 2), np.float32), np.ones((64, 2), bool), np.arange(64, dtype=np.int64), z)
-    np.testing.assert_array_equal(out["scores"].numpy()[:, 0], out["scores"].numpy()[:, 1])
-    assert np.std(out["scores"].numpy()[:, 0]) > 0.1  # ... and they do vary between draws
+    np.testing.assert_array_equal(out.scores.numpy()[:, 0], out.scores.numpy()[:, 1])
+    assert np.std(out.scores.numpy()[:, 0]) > 0.1  # ... and they do vary between draws
 
 
 @pytest.mark.parametrize("algorithm", ["linucb", "lints"])
@@ -68,7 +68,7 @@ def test_learns_items_it_has_never_seen(algorithm: str) -> None:
     for t in range(1500):
         x, _, z = sim.round()
         out = policy.collect(x[None], np.ones((1, k), bool), np.array([t], np.int64), z[None])
-        chosen = z[int(out["action"][0])]
+        chosen = z[int(out.action[0])]
         batch.append((x, chosen, sim.reward(x, chosen)))
         if len(batch) == 50:
             xs, zs, rs = (np.array(v) for v in zip(*batch, strict=True))
@@ -79,7 +79,7 @@ def test_learns_items_it_has_never_seen(algorithm: str) -> None:
     for t in range(300):
         x, _, z = sim.round()
         expected = sim.expected_rewards(x, z)
-        action = int(policy.greedy(x[None], np.ones((1, k), bool), np.array([t], np.int64), z[None])["action"][0])
+        action = int(policy.greedy(x[None], np.ones((1, k), bool), np.array([t], np.int64), z[None]).action[0])
         regret.append(expected.max() - expected[action])
         uniform.append(expected.max() - expected.mean())
     ratio = float(np.mean(regret) / np.mean(uniform))

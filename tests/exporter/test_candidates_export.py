@@ -49,8 +49,8 @@ def test_one_export_serves_1_7_and_max_candidates(store: Path, algorithm: str, h
         for greedy in (True, False):
             served = loaded.decide(greedy, context, mask, seed, action_features=features)
             direct = (policy.greedy if greedy else policy.collect)(context, mask, seed, features)
-            np.testing.assert_array_equal(served["action"], direct["action"].numpy(), err_msg=f"K={k}")
-            np.testing.assert_allclose(served["scores"], direct["scores"].numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(served["action"], direct.action.numpy(), err_msg=f"K={k}")
+            np.testing.assert_allclose(served["scores"], direct.scores.numpy(), rtol=1e-5, atol=1e-6)
             assert served["scores"].shape == (batch, k)
             assert mask[np.arange(batch), served["action"]].all(), "a masked candidate was chosen"
             dist = loaded.probabilities(greedy, context, mask, seed, action_features=features)

@@ -45,7 +45,7 @@ def test_export_then_load_gives_identical_decisions(store: Path, algorithm: str)
         direct = getattr(policy, variant)(context, mask, seed)
         served = loaded.decide(variant == "greedy", context, mask, seed)
         for key in ("action", "propensity", "scores"):
-            np.testing.assert_array_equal(direct[key].numpy(), served[key], err_msg=f"{variant} {key}")
+            np.testing.assert_array_equal(getattr(direct, key).numpy(), served[key], err_msg=f"{variant} {key}")
         assert mask[np.arange(32), served["action"]].all()
     np.testing.assert_array_equal(loaded.decide(True, context, mask, seed)["propensity"], 1.0)
     # The whole distribution: sums to one, zero on masked actions, and agrees with the propensity.
@@ -148,4 +148,4 @@ def test_checkpoint_restores_into_a_loaded_copy(store: Path, tmp_path: Path) -> 
     context = rng.normal(size=(16, D)).astype(np.float32)
     mask, seed = np.ones((16, K), bool), np.arange(16, dtype=np.int64)
     served = loaded.decide(False, context, mask, seed)
-    np.testing.assert_array_equal(policy.collect(context, mask, seed)["scores"].numpy(), served["scores"])
+    np.testing.assert_array_equal(policy.collect(context, mask, seed).scores.numpy(), served["scores"])
