@@ -102,7 +102,7 @@ def run(
 
     def greedy(observations: np.ndarray) -> np.ndarray:
         n = len(observations)
-        return greedy_graph(observations, tf.ones([n, 2], tf.bool), tf.zeros([n], tf.int64))["action"].numpy()
+        return greedy_graph(observations, tf.ones([n, 2], tf.bool), tf.zeros([n], tf.int64)).action.numpy()
 
     def refresh() -> None:  # what a replica's hot swap does: every variable from the trained model
         for served, trained in zip(acting.variables, model.variables, strict=True):
@@ -119,7 +119,7 @@ def run(
     began = time.perf_counter()
     for step in range(1, max_steps + 1):
         seed_row = tf.constant([seed * 10**9 + step], tf.int64)
-        action = int(collect(observation[None].astype(np.float32), mask, seed_row)["action"].numpy()[0])
+        action = int(collect(observation[None].astype(np.float32), mask, seed_row).action.numpy()[0])
         next_observation, reward, terminated, truncated, _ = env.step(action)
         episode_return += float(reward)
         if terminated:
@@ -133,7 +133,7 @@ def run(
             episode_return = 0.0
             observation, _ = env.reset()
         if len(pending) >= update_batch:
-            model.update_transitions(*as_columns(pending))
+            model.update_transitions(bandits.Transitions(*as_columns(pending)))
             pending.clear()
         if step % refresh_every == 0:
             refresh()

@@ -109,7 +109,7 @@ def play(problem: Problem, algorithm: str, hyperparameters: dict[str, Any], batc
         size = rows.stop - rows.start
         chosen = collect(
             problem.contexts[rows], tf.ones([size, k], tf.bool), tf.range(rows.start, rows.stop, dtype=tf.int64)
-        )["action"].numpy()
+        ).action.numpy()
         actions[rows] = chosen
         steps_before = policy.stats().get("training_steps")
         began = time.perf_counter()

@@ -113,7 +113,7 @@ def play_in_process(problem: Problem, algorithm: str, eager: bool) -> tuple[np.n
     start = time.perf_counter()
     for t in range(len(problem.contexts)):
         context = tf.constant(problem.contexts[t : t + 1])
-        action = int(collect(context, mask, tf.constant([t], tf.int64))["action"][0])
+        action = int(collect(context, mask, tf.constant([t], tf.int64)).action[0])
         actions[t] = action
         reward = tf.constant([problem.reward(t, action)], tf.float32)
         update(context, tf.constant([action], tf.int32), reward, weight)

@@ -197,21 +197,23 @@ class PolicyTrainer:
             self.sessions.add_examples(examples)
             self.sessions.close_quiet(self.decisions_horizon_ms)
             transitions = self.sessions.take()
+            from bandits import SequentialLearner  # noqa: PLC0415 (belongs with the module's imports)
+
+            learner = self.policy
+            assert isinstance(learner, SequentialLearner), "only sequential policies stitch sessions"
             # Training costs per transition (Adam steps): in chunks, renewing the lease between
             # them, so a backlog does not outlast the lease.
             for chunk in range(0, len(transitions), UPDATE_CHUNK):
                 part = slice(chunk, chunk + UPDATE_CHUNK)
                 start = time.perf_counter()
-                encode = self.policy.preprocessing.context.encode  # numeric features only (spec.resolve)
-                self.policy.update_transitions(  # type: ignore[attr-defined]
-                    encode(transitions.contexts[part], None),
+                learner.learn_transitions(
+                    transitions.contexts[part],
                     transitions.actions[part],
                     transitions.rewards[part],
-                    encode(transitions.next_contexts[part], None),
+                    transitions.next_contexts[part],
                     transitions.dones[part],
                     transitions.weights[part],
                 )
-                self.policy.preprocessing.observe(transitions.contexts[part])
                 self.metrics.update_seconds.labels(self.name).observe(time.perf_counter() - start)
                 self.keep_lease()
         if n == 0:

@@ -59,7 +59,7 @@ def assert_serves_the_trainers_model(
     local = trainer.policy.greedy(
         np.array([probe["context"]], np.float32), np.ones((1, len(ids)), bool), np.zeros(1, np.int64), features[None]
     )
-    np.testing.assert_allclose(served["scores"], local["scores"].numpy()[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(served["scores"], local.scores.numpy()[0], rtol=1e-5, atol=1e-6)
 
 
 def test_candidate_linucb_learns_the_ridge_solution_on_joint_features_and_serves_it(
@@ -167,7 +167,7 @@ def test_named_features_are_packed_encoded_and_learned_alike(
     np.testing.assert_array_equal(encoded["context_vector"][0, 1:4], [0, 0, 1])  # vip, one-hot
     assert encoded["context_vector"][0, 4:].sum() == 1  # city hashed into one of 4 buckets
     local = trainer.policy.greedy(local_context, np.ones((1, 5), bool), np.zeros(1, np.int64), local_actions)
-    np.testing.assert_allclose(served["scores"], local["scores"].numpy()[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(served["scores"], local.scores.numpy()[0], rtol=1e-5, atol=1e-6)
 
 
 def test_apprentice_mode_learns_from_the_baseline_and_counts_agreement(

@@ -86,7 +86,7 @@ def test_hot_swaps_under_load_never_mix_variables(redis_url: str, tmp_path: Path
         policy = spec.build_policy()
         checkpoints.restore_variables(policy, settings.store, "shop", *parse_version(version))
         contexts = np.array([x for x, _ in rows], np.float32)
-        expected = policy.collect(contexts, np.ones((len(rows), 3), bool), np.zeros(len(rows), np.int64))["scores"]
+        expected = policy.collect(contexts, np.ones((len(rows), 3), bool), np.zeros(len(rows), np.int64)).scores
         np.testing.assert_allclose(
             np.array([s for _, s in rows]), expected.numpy(), rtol=1e-5, atol=1e-6, err_msg=version
         )

@@ -45,7 +45,7 @@ def test_a_neural_policy_is_declared_trained_and_served(
     served = wait_for_version(app_client, version)
     assert not np.allclose(served["scores"], before["scores"])  # the hot swap changed the answer
     local = trainer.policy.greedy(np.array([[1.0, 2.0, 3.0, 4.0]], np.float32), np.ones((1, 3), bool), np.zeros(1))
-    np.testing.assert_allclose(served["scores"], local["scores"].numpy()[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(served["scores"], local.scores.numpy()[0], rtol=1e-5, atol=1e-6)
     model = app_client.get("/policies/shop").json()["model"]
     assert model["training_steps"] == 10 * (trainer.state.applied // 32) > 0
     assert isinstance(model["last_loss"], float) and np.isfinite(model["last_loss"])

@@ -72,7 +72,7 @@ def test_trainer_applies_the_joined_log_exactly_and_replicas_serve_it(
     local = trainer.policy.greedy(
         np.array([[1.0, 2.0, 3.0, 4.0]], np.float32), np.ones((1, 3), bool), np.zeros(1, np.int64)
     )
-    np.testing.assert_allclose(served["scores"], local["scores"].numpy()[0], rtol=1e-6)
+    np.testing.assert_allclose(served["scores"], local.scores.numpy()[0], rtol=1e-6)
     info = app_client.get("/policies/shop").json()
     assert info["live_version"] == "1.1"
     assert (info["applied_examples"], info["pending_joins"], info["trainer"]) == (60, 0, "test-trainer")
