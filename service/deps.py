@@ -11,7 +11,7 @@ policy or experiment /act names is checked against the key).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 
@@ -33,64 +33,34 @@ from service.schemas.rewards import RewardRequest
 from service.settings import Settings
 from service.spool import Spool
 
-
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+T = TypeVar("T")
 
 
-def get_metrics(request: Request) -> Metrics:
-    return request.app.state.metrics  # type: ignore[no-any-return]
+def _resource(name: str, kind: type[T]) -> Callable[[Request], T]:
+    """A dependency giving the resource ``name`` that the app (or its lifespan) opened."""
+
+    def get(request: Request) -> T:
+        resource = getattr(request.app.state, name)
+        assert isinstance(resource, kind)
+        return resource
+
+    get.__name__ = f"get_{name}"
+    return get
 
 
-def get_keyring(request: Request) -> Keyring:
-    return request.app.state.keyring  # type: ignore[no-any-return]
-
-
-def get_log(request: Request) -> RedisLog:
-    return request.app.state.log  # type: ignore[no-any-return]
-
-
-def get_jobs_log(request: Request) -> LogClient:
-    return request.app.state.jobs_log  # type: ignore[no-any-return]
-
-
-def get_registry(request: Request) -> PolicyRegistry:
-    return request.app.state.registry  # type: ignore[no-any-return]
-
-
-def get_decider(request: Request) -> Decider:
-    return request.app.state.decider  # type: ignore[no-any-return]
-
-
-def get_rewarder(request: Request) -> Rewarder:
-    return request.app.state.rewarder  # type: ignore[no-any-return]
-
-
-def get_experiments(request: Request) -> ExperimentRouter:
-    return request.app.state.experiments  # type: ignore[no-any-return]
-
-
-def get_modes(request: Request) -> PolicyModes:
-    return request.app.state.modes  # type: ignore[no-any-return]
-
-
-def get_spool(request: Request) -> Spool:
-    return request.app.state.spool  # type: ignore[no-any-return]
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-KeyringDep = Annotated[Keyring, Depends(get_keyring)]
-LogDep = Annotated[RedisLog, Depends(get_log)]
+SettingsDep = Annotated[Settings, Depends(_resource("settings", Settings))]
+MetricsDep = Annotated[Metrics, Depends(_resource("metrics", Metrics))]
+KeyringDep = Annotated[Keyring, Depends(_resource("keyring", Keyring))]
+LogDep = Annotated[RedisLog, Depends(_resource("log", RedisLog))]
 """The async event-log client of the API."""
-JobsLogDep = Annotated[LogClient, Depends(get_jobs_log)]
+JobsLogDep = Annotated[LogClient, Depends(_resource("jobs_log", LogClient))]
 """The sync event-log client of the offline jobs (used from worker threads)."""
-RegistryDep = Annotated[PolicyRegistry, Depends(get_registry)]
-DeciderDep = Annotated[Decider, Depends(get_decider)]
-RewarderDep = Annotated[Rewarder, Depends(get_rewarder)]
-ExperimentsDep = Annotated[ExperimentRouter, Depends(get_experiments)]
-ModesDep = Annotated[PolicyModes, Depends(get_modes)]
-SpoolDep = Annotated[Spool, Depends(get_spool)]
+RegistryDep = Annotated[PolicyRegistry, Depends(_resource("registry", PolicyRegistry))]
+DeciderDep = Annotated[Decider, Depends(_resource("decider", Decider))]
+RewarderDep = Annotated[Rewarder, Depends(_resource("rewarder", Rewarder))]
+ExperimentsDep = Annotated[ExperimentRouter, Depends(_resource("experiments", ExperimentRouter))]
+ModesDep = Annotated[PolicyModes, Depends(_resource("modes", PolicyModes))]
+SpoolDep = Annotated[Spool, Depends(_resource("spool", Spool))]
 
 
 def get_policy_views(registry: RegistryDep, log: LogDep, modes: ModesDep) -> PolicyViews:

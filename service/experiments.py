@@ -27,7 +27,9 @@ class ExperimentRouter:
     ) -> None:
         self.log = log
         self._definitions: BriefCache[Experiment] = definitions if definitions is not None else BriefCache()
-        self._stats: BriefCache[dict[str, tuple[float, float, float]]] = reward_stats if reward_stats is not None else BriefCache()
+        self._stats: BriefCache[dict[str, tuple[float, float, float]]] = (
+            reward_stats if reward_stats is not None else BriefCache()
+        )
 
     async def get(self, name: str, fresh: bool = False) -> Experiment:
         """The experiment's definition (``fresh``: read now); raises NotFound. While Redis is

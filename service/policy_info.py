@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from eventlog import keys
 from eventlog.aio import RedisLog
 from service.modes import PolicyModes
 from service.registry import PolicyRegistry
 from service.schemas.policies import PolicyInfo
-from training.trainer import MODEL_STAT
 
 
 class PolicyViews:
@@ -53,7 +53,11 @@ class PolicyViews:
             trainer_lag=max(0, decisions - applied),
             last_publish_time=published_ms / 1000 if published_ms else None,
             mean_reward=float(trainer["reward_sum"]) / applied if applied else None,
-            model={k[len(MODEL_STAT) :]: _number(v) for k, v in trainer.items() if k.startswith(MODEL_STAT)},
+            model={
+                k.removeprefix(keys.TRAINER_MODEL_PREFIX): _number(v)
+                for k, v in trainer.items()
+                if k.startswith(keys.TRAINER_MODEL_PREFIX)
+            },
         )
 
 

@@ -19,7 +19,7 @@ from eventlog import parse_version
 from eventlog.aio import RedisLog
 from exporter import loader, savedmodel
 from exporter.spec import PolicySpec
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, InvalidInput, NotFound
 from training import checkpoints
 
 logger = logging.getLogger(__name__)
@@ -144,6 +144,28 @@ class PolicyRegistry:
             await self._load_export(spec.name, version)
         logger.info("created policy %s (%s) at version %s", spec.name, spec.algorithm, version)
         return self._served[spec.name]
+
+    async def roll_back(self, name: str, to: str) -> str:
+        """Serves the variables of version ``to`` (copied into a new checkpoint number, so served
+        versions keep increasing) on every replica, moving the live pointer only if no one
+        moved it meanwhile; returns the new live version. Raises NotFound, InvalidInput, Conflict."""
+        served = await self.get(name)
+        target = parse_version(to)
+        if not checkpoints.exists(self.store, name, *target):
+            raise NotFound(f"to: policy {name!r} has no version {to!r}", "to")
+        target_spec = PolicySpec.from_dict(savedmodel.read_manifest(self.store, name, target[0])["spec"])
+        if target_spec.inputs() != served.spec.inputs():
+            raise InvalidInput(f"to: version {to!r} has other input or action dimensions than the live one", "to")
+        found = await self.log.policy(name)
+        live = found[1] if found is not None else served.version
+        checkpoint = await self.log.next_checkpoint(name)
+        current = parse_version(live)
+        await asyncio.to_thread(checkpoints.copy_for_rollback, self.store, name, target, current, checkpoint)
+        version = f"{target[0]}.{checkpoint}"
+        if not await self.log.move_live(name, live, version):
+            raise Conflict(f"to: the live version of policy {name!r} changed while rolling back; try again", "to")
+        await self.apply(name, version)
+        return version
 
     def versions(self, name: str) -> list[int]:
         return savedmodel.list_versions(self.store, name)

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Depends
 
-from eventlog import parse_version
-from exporter import savedmodel
-from exporter.spec import PolicySpec
 from service.deps import (
     AdminGrant,
     LogDep,
@@ -21,11 +16,10 @@ from service.deps import (
     require_admin_policy,
     require_read_policy,
 )
-from service.errors import Conflict, InvalidInput, LimitReached, NotFound
+from service.errors import InvalidInput, LimitReached
 from service.policy_spec import check_shadow, spec_from
 from service.schemas.common import error_responses
 from service.schemas.policies import ModeRequest, PolicyCreate, PolicyInfo, PolicyList, RollbackRequest
-from training import checkpoints
 
 router = APIRouter(prefix="/policies", tags=["policies"], responses=error_responses())
 
@@ -60,30 +54,13 @@ async def create_policy(
     dependencies=[Depends(require_admin_policy)],
     responses=error_responses({404: "Unknown policy or version", 422: "Incompatible version"}),
 )
-async def rollback(
-    name: str, body: RollbackRequest, registry: RegistryDep, log: LogDep, views: PolicyViewsDep
-) -> PolicyInfo:
+async def rollback(name: str, body: RollbackRequest, registry: RegistryDep, views: PolicyViewsDep) -> PolicyInfo:
     """Serves the variables of an earlier version on every replica; the trainer goes on from them.
 
     The old variables are copied into a new checkpoint number, so served versions keep
     increasing and each names exactly its variables.
     """
-    served = await registry.get(name)
-    target = parse_version(body.to)
-    if not checkpoints.exists(registry.store, name, *target):
-        raise NotFound(f"to: policy {name!r} has no version {body.to!r}", "to")
-    target_spec = PolicySpec.from_dict(savedmodel.read_manifest(registry.store, name, target[0])["spec"])
-    if target_spec.inputs() != served.spec.inputs():
-        raise InvalidInput(f"to: version {body.to!r} has other input or action dimensions than the live one", "to")
-    found = await log.policy(name)
-    live = found[1] if found is not None else served.version
-    checkpoint = await log.next_checkpoint(name)
-    current = parse_version(live)
-    await asyncio.to_thread(checkpoints.copy_for_rollback, registry.store, name, target, current, checkpoint)
-    version = f"{target[0]}.{checkpoint}"
-    if not await log.move_live(name, live, version):
-        raise Conflict(f"to: the live version of policy {name!r} changed while rolling back; try again", "to")
-    await registry.apply(name, version)
+    await registry.roll_back(name, body.to)
     return await views.describe(name)
 
 
