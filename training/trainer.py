@@ -25,19 +25,19 @@ from pathlib import Path
 import numpy as np
 
 import eventlog
-from eventlog import LogUnavailable, scripts
+from bandits import SequentialLearner
+from eventlog import LogUnavailable, keys, scripts
 from eventlog.sync import LogClient
 from exporter import savedmodel
 from exporter.spec import PolicySpec
 from training import checkpoints
-from training.join import OUTCOMES, RewardJoin
+from training.join import NEVER, OUTCOMES, RewardJoin
 from training.metrics import TrainerMetrics
 from training.sessions import SessionJoin
 from training.settings import TrainerSettings
 
 logger = logging.getLogger(__name__)
 
-NEVER = 2**62
 MAX_READS_PER_STEP = 20
 
 
@@ -45,8 +45,6 @@ UPDATE_CHUNK = 256
 """Most transitions trained on between two lease renewals."""
 SESSIONS = "sessions/"
 """Prefix of the session join's arrays in a checkpoint's trainer state."""
-MODEL_STAT = "model."
-"""Prefix of the model's own counters (Policy.stats()) in the trainer's stats hash."""
 
 
 class LeaseLost(Exception):
@@ -197,7 +195,6 @@ class PolicyTrainer:
             self.sessions.add_examples(examples)
             self.sessions.close_quiet(self.decisions_horizon_ms)
             transitions = self.sessions.take()
-            from bandits import SequentialLearner  # noqa: PLC0415 (belongs with the module's imports)
 
             learner = self.policy
             assert isinstance(learner, SequentialLearner), "only sequential policies stitch sessions"
@@ -334,7 +331,7 @@ class PolicyTrainer:
             "apprentice_decisions": self.state.apprentice_decisions,
             "apprentice_matches": self.state.apprentice_matches,
             **{outcome: self.join.outcomes[outcome] for outcome in OUTCOMES},
-            **{MODEL_STAT + k: "" if v is None else v for k, v in model.items()},
+            **{keys.TRAINER_MODEL_PREFIX + k: "" if v is None else v for k, v in model.items()},
         }
 
 

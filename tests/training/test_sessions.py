@@ -24,6 +24,8 @@ def rewarded(*rows: tuple[str, float, bool]) -> Examples:
         propensities=np.ones(n, np.float32),
         weights=np.ones(n, np.float32),
         terminals=np.array([r[2] for r in rows], bool),
+        rewarded=np.ones(n, bool),
+        reward_ts_ms=np.zeros(n, np.int64),
     )
 
 
