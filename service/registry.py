@@ -24,6 +24,9 @@ from training import checkpoints
 
 logger = logging.getLogger(__name__)
 
+ROLLBACK_ATTEMPTS = 5
+"""How often a rollback retries when the live pointer moves under it (a trainer publishing)."""
+
 
 @dataclasses.dataclass(eq=False)
 class ModelSlot:
@@ -156,16 +159,18 @@ class PolicyRegistry:
         target_spec = PolicySpec.from_dict(savedmodel.read_manifest(self.store, name, target[0])["spec"])
         if target_spec.inputs() != served.spec.inputs():
             raise InvalidInput(f"to: version {to!r} has other input or action dimensions than the live one", "to")
-        found = await self.log.policy(name)
-        live = found[1] if found is not None else served.version
-        checkpoint = await self.log.next_checkpoint(name)
-        current = parse_version(live)
-        await asyncio.to_thread(checkpoints.copy_for_rollback, self.store, name, target, current, checkpoint)
-        version = f"{target[0]}.{checkpoint}"
-        if not await self.log.move_live(name, live, version):
-            raise Conflict(f"to: the live version of policy {name!r} changed while rolling back; try again", "to")
-        await self.apply(name, version)
-        return version
+        for _ in range(ROLLBACK_ATTEMPTS):
+            found = await self.log.policy(name)
+            live = found[1] if found is not None else served.version
+            checkpoint = await self.log.next_checkpoint(name)
+            current = parse_version(live)
+            await asyncio.to_thread(checkpoints.copy_for_rollback, self.store, name, target, current, checkpoint)
+            version = f"{target[0]}.{checkpoint}"
+            if await self.log.move_live(name, live, version):
+                await self.apply(name, version)
+                return version
+            logger.info("policy %s: the live version moved while rolling back; trying again", name)
+        raise Conflict(f"to: the live version of policy {name!r} kept changing while rolling back; try again", "to")
 
     def versions(self, name: str) -> list[int]:
         return savedmodel.list_versions(self.store, name)
