@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--plot", type=Path, default=PLOT)
-    smoke = {"seeds": "0", "max_steps": 600, "eval_every": 300, "eval_episodes": 2}
+    smoke = {"seeds": "0", "max_steps": 300, "eval_every": 150, "eval_episodes": 2}
     args = harness.parse_args(parser, argv, smoke)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     hyperparameters = json.loads(args.hyperparameters)

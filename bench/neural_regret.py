@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated (default: all)")
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--plot", type=Path, default=PLOT)
-    args = harness.parse_args(parser, argv, {"rounds": 300, "seeds": "0"})
+    args = harness.parse_args(parser, argv, {"rounds": 120, "seeds": "0"})
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     for name in names:

@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--plot", type=Path, default=PLOT)
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, data)")
-    args = harness.parse_args(parser, argv, {"rounds": 200, "max_http_seconds": 120.0})
+    args = harness.parse_args(parser, argv, {"rounds": 80, "algorithms": "linucb", "max_http_seconds": 120.0})
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     for algorithm in algorithms:
         if algorithm not in HYPERPARAMETERS:

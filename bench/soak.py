@@ -639,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--plot", type=Path, default=PLOT)
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, data)")
-    smoke = {"duration": 8.0, "rate": 20.0, "reward_wait_seconds": 5.0, "retention_seconds": 5.0, "connections": 8,
+    smoke = {"duration": 4.0, "rate": 20.0, "reward_wait_seconds": 5.0, "retention_seconds": 5.0, "connections": 8,
              "sample_seconds": 2.0}  # fmt: skip
     args = harness.parse_args(parser, argv, smoke)
 

@@ -75,7 +75,7 @@ def test_linucb_over_http_has_at_most_a_tenth_of_uniform_regret(redis_url: str, 
     service = start_banditd("up", port, tmp_path, redis_url)
     try:
         wait_ready(url, service)
-        assert httpx.post(f"{url}/policies", json=POLICY).status_code == 201
+        assert httpx.post(f"{url}/policies", json=POLICY, timeout=60).status_code == 201
         wait_for_trainer(url)
         sim = LinearSimulator(seed=0)
         contexts = sim.contexts(ROUNDS)

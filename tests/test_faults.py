@@ -147,7 +147,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     running = Stack(tmp_path)
     try:
         running.start_api()
-        assert httpx.post(f"{running.url}/policies", json=POLICY).status_code == 201
+        assert httpx.post(f"{running.url}/policies", json=POLICY, timeout=60).status_code == 201  # exports a SavedModel
         yield running
     finally:
         running.close()

@@ -169,7 +169,7 @@ CANDIDATE_BODIES = [
 
 def test_malicious_candidate_bodies_get_clear_4xx(service: str, redis_url: str) -> None:
     admin = {"authorization": f"Bearer {ADMIN}", "content-type": "application/json"}
-    assert httpx.post(f"{service}/policies", json=SHELF, headers=admin).status_code == 201
+    assert httpx.post(f"{service}/policies", json=SHELF, headers=admin, timeout=60).status_code == 201
     client = redis.Redis.from_url(redis_url)
     before = client.xlen(eventlog.decisions_key("shelf")), client.xlen(eventlog.decisions_key("demo"))
     accepted = 0
