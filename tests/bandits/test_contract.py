@@ -114,6 +114,7 @@ def assert_served_like(policy: bandits.Policy, loaded: loader.LoadedVersion, req
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("algorithm", "candidates", "hyperparameters"), CASES)
 def test_export_load_and_hot_swap_give_identical_decisions(
     algorithm: str, candidates: bool, hyperparameters: dict[str, Any], store: Path, tmp_path: Path

@@ -19,6 +19,8 @@ from exporter import loader, savedmodel
 from exporter.spec import RewardConfig, resolve
 from tests.bandits.test_contract import assert_served_like
 
+pytestmark = pytest.mark.slow  # learning runs, real processes or a SavedModel per test: `make test-fast` leaves it out
+
 D, K = 5, 3
 SMALL = {"hidden_sizes": [16, 8], "batch_size": 16, "learning_starts": 32, "buffer_size": 1000}
 """A small network that trains in milliseconds, for the tests that are not about learning."""

@@ -129,6 +129,7 @@ def test_thompson_propensity_matches_empirical_frequency() -> None:
     assert (propensity > 0).all() and (propensity <= 1).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["linucb", "lints"])
 def test_learns_the_linear_simulator_far_better_than_uniform(algorithm: str) -> None:
     sim = LinearSimulator(seed=11)

@@ -17,6 +17,8 @@ from bandits.neural_linear import NeuralLinear
 from exporter.spec import RewardConfig, resolve
 from training.simulators import NonlinearSimulator
 
+pytestmark = pytest.mark.slow  # learning runs, real processes or a SavedModel per test: `make test-fast` leaves it out
+
 D, K = 5, 4
 SMALL = {"hidden_sizes": [16, 8], "batch_size": 32, "training_steps": 20, "train_every_examples": 64}
 """A small network that trains in milliseconds, for the tests that are not about learning."""

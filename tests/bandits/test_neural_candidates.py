@@ -20,6 +20,8 @@ from bandits.neural_linear import CandidateNeuralLinear, NeuralLinear, shared_po
 from tests.bandits.test_neural import numpy_features, update_in_chunks, variables, weighted_ridge
 from training.simulators import CandidateSimulator
 
+pytestmark = pytest.mark.slow  # learning runs, real processes or a SavedModel per test: `make test-fast` leaves it out
+
 D, F, K_MAX = 5, 3, 12
 SMALL = {"hidden_sizes": [16, 8], "batch_size": 32, "training_steps": 20, "train_every_examples": 64}
 """A small tower that trains in milliseconds, for the tests that are not about learning."""

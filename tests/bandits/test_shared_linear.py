@@ -10,6 +10,8 @@ import bandits
 from bandits.shared_linear import joint_features
 from training.simulators import CandidateSimulator
 
+pytestmark = pytest.mark.slow  # learning runs, real processes or a SavedModel per test: `make test-fast` leaves it out
+
 
 def joint(contexts: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     x = np.concatenate([np.ones((len(contexts), 1)), contexts], axis=1)

@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import pytest
 
+pytestmark = pytest.mark.slow  # learning runs, real processes or a SavedModel per test: `make test-fast` leaves it out
+
 REPO = Path(__file__).resolve().parents[2]
 NOT_BENCHMARKS = {"__init__", "harness", "bare_app", "bare_candidates_app"}
 """Modules of bench/ that are not benchmarks: the shared harness and the baselines' apps."""

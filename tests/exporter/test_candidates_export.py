@@ -23,6 +23,7 @@ VARIANTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("algorithm", "hyperparameters"), VARIANTS)
 def test_one_export_serves_1_7_and_max_candidates(store: Path, algorithm: str, hyperparameters: dict) -> None:
     spec = resolve("c", algorithm, D, K_MAX, hyperparameters, RewardConfig(), action_feature_dim=F)

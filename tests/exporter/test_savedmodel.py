@@ -103,6 +103,7 @@ def test_tampered_file_fails_verification(store: Path) -> None:
         loader.load(store, "p", 1)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_the_signatures(store: Path) -> None:
     spec, policy = trained("lints")
     savedmodel.export(policy, spec, store)

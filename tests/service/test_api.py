@@ -33,6 +33,7 @@ def test_health_ready_and_metrics(shop: TestClient) -> None:
     assert "serving_batch_size_bucket" in text and "serving_request_duration_seconds_bucket" in text
 
 
+@pytest.mark.slow
 def test_create_list_and_get_policies(client: TestClient) -> None:
     created = client.post(
         "/policies",
@@ -126,6 +127,7 @@ def test_mask_is_honoured(shop: TestClient) -> None:
     assert actions == {1}
 
 
+@pytest.mark.slow
 def test_event_id_makes_act_idempotent(shop: TestClient, redis_client: redis.Redis) -> None:
     request = {"policy": "shop", "context": CONTEXT, "event_id": "order-17"}
     first = shop.post("/act", json=request)

@@ -90,6 +90,7 @@ def call(client: TestClient, method: str, path: str, key: str | None, event_id: 
     return client.request(method.upper(), concrete, json=body, headers=headers).status_code
 
 
+@pytest.mark.slow
 def test_every_route_rejects_missing_wrong_and_wrongly_scoped_keys(keyed: TestClient) -> None:
     operations = {(m, p) for p, ops in keyed.get("/openapi.json").json()["paths"].items() for m in ops}
     assert operations - OPEN_ROUTES == set(SCOPE_OF), "a route without a declared scope"
@@ -123,6 +124,7 @@ def test_a_key_restricted_to_a_policy_sees_and_uses_only_that_policy(keyed: Test
     assert reward.status_code == 404  # as if unknown: the key learns nothing about other policies
 
 
+@pytest.mark.slow
 def test_rate_limit_per_key_answers_429_with_retry_after(keyed: TestClient) -> None:
     statuses = [keyed.get("/policies/shop", headers=bearer(SLOW)).status_code for _ in range(12)]
     assert statuses[:4] == [200] * 4  # 2 requests/s, 2 seconds of burst
@@ -134,6 +136,7 @@ def test_rate_limit_per_key_answers_429_with_retry_after(keyed: TestClient) -> N
     assert 'serving_refused_requests_total{reason="rate_limited"}' in keyed.get("/metrics").text
 
 
+@pytest.mark.slow
 def test_no_key_appears_in_logs_or_metrics(keyed: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     event_id = keyed.post("/act", json={"policy": "shop", "context": CONTEXT}, headers=bearer(ROOT)).json()["event_id"]

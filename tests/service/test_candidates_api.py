@@ -9,6 +9,8 @@ from fastapi.testclient import TestClient
 import eventlog
 from tests.service.test_api import stored_counts
 
+pytestmark = pytest.mark.slow  # learning runs, real processes or a SavedModel per test: `make test-fast` leaves it out
+
 FEATURES = [
     {"name": "age", "type": "numeric", "default": 30.0},
     {"name": "country", "type": "categorical", "vocabulary": ["de", "fr"]},

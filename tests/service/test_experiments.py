@@ -15,6 +15,8 @@ import eventlog
 from tests.service.conftest import ClientFactory, SkipClock
 from training.experiments import Experiment, assign_fixed
 
+pytestmark = pytest.mark.slow  # learning runs, real processes or a SavedModel per test: `make test-fast` leaves it out
+
 CONTEXT = [0.5, -1.0, 0.25, 2.0]
 
 

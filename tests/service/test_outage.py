@@ -17,6 +17,8 @@ from service.embedded_redis import EmbeddedRedis
 from service.settings import Settings
 from tests.service.conftest import LINUCB
 
+pytestmark = pytest.mark.slow  # learning runs, real processes or a SavedModel per test: `make test-fast` leaves it out
+
 CONTEXT = [0.5, -1.0, 2.0, 0.25]
 
 

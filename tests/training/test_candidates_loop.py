@@ -7,12 +7,15 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 import redis
 from fastapi.testclient import TestClient
 
 import eventlog
 from training.simulators import CandidateSimulator
 from training.trainer import PolicyTrainer
+
+pytestmark = pytest.mark.slow  # learning runs, real processes or a SavedModel per test: `make test-fast` leaves it out
 
 CONTEXT_FEATURES = [
     {"name": "age", "type": "numeric", "normalize": True},

@@ -23,6 +23,8 @@ from training import checkpoints
 from training.metrics import TrainerMetrics
 from training.trainer import NEVER, PolicyTrainer
 
+pytestmark = pytest.mark.slow  # learning runs, real processes or a SavedModel per test: `make test-fast` leaves it out
+
 POLICY = {
     "name": "shop",
     "algorithm": "linucb",

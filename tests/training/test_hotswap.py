@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from eventlog import parse_version
 from eventlog.sync import LogClient
@@ -17,6 +18,8 @@ from service.settings import Settings
 from training import checkpoints
 from training.metrics import TrainerMetrics
 from training.trainer import PolicyTrainer
+
+pytestmark = pytest.mark.slow  # learning runs, real processes or a SavedModel per test: `make test-fast` leaves it out
 
 POLICY = {"name": "shop", "algorithm": "linucb", "context_dim": 4, "num_actions": 3}
 PUBLISHES = 60

@@ -6,10 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.training.test_trainer import play, wait_for_version
 from training.trainer import PolicyTrainer
+
+pytestmark = pytest.mark.slow  # learning runs, real processes or a SavedModel per test: `make test-fast` leaves it out
 
 NEURAL = {
     "name": "shop",

@@ -226,6 +226,7 @@ def logged_table(n: int, seed: int) -> pa.Table:
     )
 
 
+@pytest.mark.slow
 def test_import_csv_and_parquet_round_trip(
     app_client: TestClient, log_client: LogClient, tmp_path: Path, policy_trainer: Callable[..., PolicyTrainer]
 ) -> None:
@@ -272,6 +273,7 @@ def test_import_csv_and_parquet_round_trip(
 # -- the Open Bandit Dataset cycle ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_open_bandit_dataset_cycle(
     app_client: TestClient, log_client: LogClient, tmp_path: Path, policy_trainer: Callable[..., PolicyTrainer]
 ) -> None:
@@ -334,6 +336,7 @@ def test_open_bandit_dataset_cycle(
 # -- the admin routes ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_offline_admin_routes(app_client: TestClient, log_client: LogClient) -> None:
     missing = app_client.post("/policies/nope/retrain", json={})
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
@@ -385,6 +388,7 @@ def test_offline_admin_routes(app_client: TestClient, log_client: LogClient) -> 
     assert live == (auto["promoted_version"] or "2.1")
 
 
+@pytest.mark.slow
 def test_a_policy_can_ask_every_evaluation_to_auto_promote(app_client: TestClient) -> None:
     policy = POLICY | {"training": {"auto_promote": True}}
     assert app_client.post("/policies", json=policy).json()["training"]["auto_promote"] is True
@@ -399,6 +403,7 @@ def test_a_policy_can_ask_every_evaluation_to_auto_promote(app_client: TestClien
 # -- the command line ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_offline_commands(
     app_client: TestClient,
     log_client: LogClient,

@@ -17,6 +17,8 @@ from training import offline
 from training.offline import JoinedLog
 from training.trainer import PolicyTrainer
 
+pytestmark = pytest.mark.slow  # learning runs, real processes or a SavedModel per test: `make test-fast` leaves it out
+
 OBD = Path(__file__).resolve().parents[1] / "data" / "obd"
 USER = [{"name": f"user_feature_{i}", "type": "categorical", "hash_buckets": 4} for i in range(4)]
 ITEM = [

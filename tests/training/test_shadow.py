@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 import redis
 from fastapi.testclient import TestClient
 
@@ -15,6 +16,8 @@ from exporter import loader
 from training import checkpoints, ope
 from training.simulators import LinearSimulator
 from training.trainer import PolicyTrainer
+
+pytestmark = pytest.mark.slow  # learning runs, real processes or a SavedModel per test: `make test-fast` leaves it out
 
 D, K = 6, 4
 

@@ -56,6 +56,7 @@ def wait_for_version(client: TestClient, version: str, timeout: float = 10.0) ->
     raise AssertionError(f"the app never served {version}")
 
 
+@pytest.mark.slow
 def test_trainer_applies_the_joined_log_exactly_and_replicas_serve_it(
     app_client: TestClient, policy_trainer: Callable[..., PolicyTrainer]
 ) -> None:
@@ -118,6 +119,7 @@ def test_a_checkpoint_restores_variables_position_and_pending_joins(
         )
 
 
+@pytest.mark.slow
 def test_rollback_serves_old_variables_and_the_trainer_goes_on_from_them(
     app_client: TestClient, policy_trainer: Callable[..., PolicyTrainer]
 ) -> None:
