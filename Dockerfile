@@ -11,6 +11,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY bandits ./bandits
 COPY exporter ./exporter
+COPY eventlog ./eventlog
 COPY training ./training
 COPY service ./service
 RUN pip install . \

@@ -54,3 +54,12 @@ def test_the_event_log_clients_keep_redis_private() -> None:
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
                 assert node.attr != "client", f"{path.relative_to(ROOT)} exposes self.client"
+
+
+def test_every_package_ships_in_the_wheel_and_the_image() -> None:
+    """A new top-level package must reach pyproject's package list and the Dockerfile's COPYs."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for package in ALLOWED:
+        assert f'"{package}*"' in pyproject, package
+        assert f"COPY {package} ./{package}" in dockerfile, package
