@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -384,7 +385,6 @@ def test_dqn_learns_cartpole_acting_from_a_lagging_copy_and_training_in_batches(
     # As the service runs it: collect() of a copy refreshed from the trained model every 200
     # steps; update_transitions with 50 transitions at a time; terminal only when the pole falls
     # (the last step of a truncated episode has no next decision, so it is dropped).
-    gym = pytest.importorskip("gymnasium")
     seed, max_steps, eval_every = 0, 30_000, 2_500
     trained, acting = bandits.build("dqn", 4, 2, {"seed": seed}), bandits.build("dqn", 4, 2, {"seed": seed})
     assert isinstance(trained, DQN)
